@@ -1,0 +1,1 @@
+"""The ``gpam`` command line: argument parsing only; every command calls into the library."""

@@ -1,0 +1,75 @@
+"""Options shared by several commands."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from pathlib import Path
+
+
+def add_out(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """``--out DIR``: where the command writes its JSON, PNG plots and report.md."""
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(default) if default else None,
+        help="output folder for *.json, *.png and report.md"
+        + (f" (default: {default})" if default else " (default: a new timestamped folder)"),
+    )
+
+
+def default_out(prefix: str) -> Path:
+    """A new timestamped folder under the current directory, e.g. ``gpam-demo-20261122-101500``."""
+    return Path(f"{prefix}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    """``--device``: torch device string."""
+    parser.add_argument(
+        "--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)"
+    )
+
+
+def add_seed(parser: argparse.ArgumentParser, default: int = 0) -> None:
+    """``--seed``: base random seed."""
+    parser.add_argument("--seed", type=int, default=default, help=f"random seed (default: {default})")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a float >= 0."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def comma_list(text: str) -> list[str]:
+    """argparse type: ``a,b,c`` -> ``["a", "b", "c"]``."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
+
+
+def comma_floats(text: str) -> list[float]:
+    """argparse type: ``0,0.5,1`` -> ``[0.0, 0.5, 1.0]``."""
+    try:
+        return [float(t) for t in comma_list(text)]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text}") from e
+
+
+def comma_ints(text: str) -> list[int]:
+    """argparse type: ``1,2,3`` -> ``[1, 2, 3]``."""
+    try:
+        return [int(t) for t in comma_list(text)]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text}") from e

@@ -1,0 +1,50 @@
+"""Entry point of the ``gpam`` console script."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from gpam.cli import analyze, bench, compare, demo, evaluate, generate, train
+
+COMMANDS = (demo, analyze, train, evaluate, generate, compare, bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``gpam`` argument parser with every sub-command registered."""
+    parser = argparse.ArgumentParser(
+        prog="gpam",
+        description="Generalized probabilistic attention (daGPAM): analyses, training, "
+        "evaluation, comparisons and benchmarks.",
+    )
+    from gpam import __version__
+
+    parser.add_argument("--version", action="version", version=f"gpam {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen command; bad input gives a one-line error and exit 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except KeyboardInterrupt:
+        print("gpam: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        if os.environ.get("GPAM_DEBUG"):
+            raise
+        print(f"gpam {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
