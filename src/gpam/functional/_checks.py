@@ -1,0 +1,239 @@
+"""Input validation, grouped-query expansion and mask preparation shared by every variant."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+def check_tensor(name: str, t: object, *, dim: int = 4) -> Tensor:
+    """Raise a clear error unless ``t`` is a floating-point tensor with ``dim`` dimensions."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != dim:
+        raise ValueError(
+            f"{name} must be {dim}-D (batch, heads, length, head_dim), got shape {tuple(t.shape)}"
+        )
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    return t
+
+
+def check_qkv(
+    q: Tensor, k: Tensor, v: Tensor, names: tuple[str, str, str] = ("query", "key", "value")
+) -> None:
+    """Check layouts ``q (B, H, Lq, D)``, ``k (B, Hkv, Lk, D)``, ``v (B, Hkv, Lk, Dv)``."""
+    for name, t in zip(names, (q, k, v)):
+        check_tensor(name, t)
+    nq, nk, nv = names
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(
+            f"{nq}, {nk}, {nv} must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}"
+        )
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"{nq}, {nk}, {nv} must be on one device")
+    if not (q.shape[0] == k.shape[0] == v.shape[0]):
+        raise ValueError(
+            f"batch sizes of {nq}, {nk}, {nv} differ: {q.shape[0]}, {k.shape[0]}, {v.shape[0]}"
+        )
+    if k.shape[1] != v.shape[1] or k.shape[2] != v.shape[2]:
+        raise ValueError(
+            f"{nk} and {nv} must have the same heads and length, got {tuple(k.shape)} and "
+            f"{tuple(v.shape)}"
+        )
+    if q.shape[1] % k.shape[1] != 0:
+        raise ValueError(
+            f"{nq} heads ({q.shape[1]}) must be a multiple of {nk} heads ({k.shape[1]}) "
+            "(grouped-query attention)"
+        )
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"{nq} and {nk} must have the same head_dim, got {q.shape[-1]} and {k.shape[-1]}"
+        )
+    if q.shape[2] == 0 or k.shape[2] == 0:
+        raise ValueError(f"{nq} and {nk} must have at least one position")
+
+
+def check_same(name: str, t: Tensor, ref_name: str, ref: Tensor) -> None:
+    """Check that ``t`` has the shape, dtype and device of ``ref``."""
+    check_tensor(name, t)
+    if t.shape != ref.shape:
+        raise ValueError(
+            f"{name} must have the shape of {ref_name} {tuple(ref.shape)}, got {tuple(t.shape)}"
+        )
+    if t.dtype != ref.dtype or t.device != ref.device:
+        raise TypeError(f"{name} must have the dtype and device of {ref_name}")
+
+
+def check_dropout(dropout_p: float) -> None:
+    """Dropout probability must lie in [0, 1)."""
+    if not isinstance(dropout_p, (int, float)) or not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be a number in [0, 1), got {dropout_p!r}")
+
+
+def default_scale(scale: float | None, head_dim: int) -> float:
+    """``scale`` or ``1/sqrt(head_dim)``."""
+    if scale is None:
+        return 1.0 / math.sqrt(head_dim)
+    if not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise ValueError(f"scale must be a finite number or None, got {scale!r}")
+    return float(scale)
+
+
+def expand_kv(t: Tensor, num_heads: int) -> Tensor:
+    """Repeat key/value heads for grouped-query attention: (B, Hkv, L, D) -> (B, H, L, D)."""
+    b, hkv, length, d = t.shape
+    if hkv == num_heads:
+        return t
+    rep = num_heads // hkv
+    return t[:, :, None].expand(b, hkv, rep, length, d).reshape(b, num_heads, length, d)
+
+
+def as_lambda(
+    name: str, value: float | Tensor, num_heads: int, ref: Tensor, *, nonnegative: bool = True
+) -> float | Tensor:
+    """Validate a lambda (float, or tensor of shape (), (H,) or broadcastable to (B, H, 1, 1))."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, Tensor)):
+        raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}")
+    if isinstance(value, Tensor):
+        if not value.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+        if value.dim() == 1:
+            if value.shape[0] not in (1, num_heads):
+                raise ValueError(
+                    f"{name} of shape ({value.shape[0]},) needs one entry per head ({num_heads})"
+                )
+            value = value.view(1, -1, 1, 1)
+        elif value.dim() not in (0, 4):
+            raise ValueError(
+                f"{name} must be a scalar, shape (heads,) or broadcastable to (B, H, 1, 1), "
+                f"got shape {tuple(value.shape)}"
+            )
+        check = nonnegative and value.device.type == "cpu" and not _compiling()
+        if check and bool((value < 0).any()):
+            raise ValueError(f"{name} must be >= 0, got a negative entry")
+        return value.to(ref.dtype)
+    if not math.isfinite(value) or (nonnegative and value < 0):
+        bound = " >= 0" if nonnegative else ""
+        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
+    return float(value)
+
+
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and compiler.is_compiling())
+
+
+def _validated_mask(attn_mask: object, q: Tensor, k: Tensor) -> Tensor:
+    if not isinstance(attn_mask, Tensor):
+        raise TypeError(f"attn_mask must be a torch.Tensor or None, got {type(attn_mask).__name__}")
+    if attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
+        raise TypeError(
+            "attn_mask must be bool (True = keep) or floating point (additive), "
+            f"got dtype {attn_mask.dtype}"
+        )
+    target = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    ok = attn_mask.dim() <= 4
+    if ok:
+        try:
+            ok = torch.broadcast_shapes(attn_mask.shape, target) == torch.Size(target)
+        except RuntimeError:
+            ok = False
+    if not ok:
+        raise ValueError(
+            f"attn_mask of shape {tuple(attn_mask.shape)} is not broadcastable to "
+            f"(batch, heads, Lq, Lk) = {target}"
+        )
+    if attn_mask.is_floating_point():
+        if torch.isnan(attn_mask).any():
+            raise ValueError("attn_mask contains NaN")
+        attn_mask = attn_mask.to(q.dtype)
+    return attn_mask.to(q.device)
+
+
+def _with_causal(mask: Tensor | None, is_causal: bool, lq: int, lk: int, device) -> Tensor | None:
+    if not is_causal:
+        return mask
+    causal = torch.ones(lq, lk, dtype=torch.bool, device=device).tril()
+    if mask is None:
+        return causal
+    if mask.dtype == torch.bool:
+        return mask & causal
+    return mask.masked_fill(~causal, float("-inf"))
+
+
+def sdpa_mask(
+    attn_mask: Tensor | None, is_causal: bool, q: Tensor, k: Tensor
+) -> tuple[Tensor | None, bool, Tensor | None]:
+    """Mask for ``F.scaled_dot_product_attention`` with fully-masked rows made safe.
+
+    Returns ``(mask, is_causal, dead)``: ``dead`` is a bool ``(..., Lq, 1)`` marking rows with no
+    visible key (their output must be zeroed) or None when every row sees a key.
+    """
+    if attn_mask is None:
+        return None, bool(is_causal), None
+    mask = _with_causal(
+        _validated_mask(attn_mask, q, k), is_causal, q.shape[2], k.shape[2], q.device
+    )
+    if mask.dtype == torch.bool:
+        dead = ~mask.any(-1, keepdim=True)
+        if bool(dead.any()):
+            return mask | dead, False, dead
+    else:
+        dead = torch.isneginf(mask).all(-1, keepdim=True)
+        if bool(dead.any()):
+            return mask.masked_fill(dead, 0.0), False, dead
+    return mask, False, None
+
+
+@dataclass
+class ExplicitMask:
+    """Mask in the form explicit (L x L) paths need: which entries count, and a finite bias."""
+
+    keep: Tensor | None  # bool, broadcastable to (B, H, Lq, Lk)
+    bias: Tensor | None  # finite additive float, masked entries 0
+    dead: Tensor | None  # bool (..., Lq, 1): rows with no visible key
+
+    def add_bias(self, scores: Tensor) -> Tensor:
+        """``scores + bias`` (finite part of an additive mask)."""
+        return scores if self.bias is None else scores + self.bias
+
+    def zero_masked(self, weights: Tensor) -> Tensor:
+        """Set weights of masked entries (and of dead rows) to exactly 0."""
+        return weights if self.keep is None else weights.masked_fill(~self.keep, 0.0)
+
+    def softmax(self, scores: Tensor) -> Tensor:
+        """Masked softmax over keys; dead rows give all-zero weights and no NaN."""
+        scores = self.add_bias(scores)
+        if self.keep is None:
+            return torch.softmax(scores, dim=-1)
+        scores = scores.masked_fill(~self.keep, float("-inf"))
+        if self.dead is not None:
+            scores = scores.masked_fill(self.dead, 0.0)
+        weights = torch.softmax(scores, dim=-1)
+        return weights if self.dead is None else weights.masked_fill(self.dead, 0.0)
+
+
+def explicit_mask(attn_mask: Tensor | None, is_causal: bool, q: Tensor, k: Tensor) -> ExplicitMask:
+    """Split ``attn_mask`` / ``is_causal`` into keep / bias / dead parts (see ExplicitMask)."""
+    mask = None if attn_mask is None else _validated_mask(attn_mask, q, k)
+    mask = _with_causal(mask, is_causal, q.shape[2], k.shape[2], q.device)
+    if mask is None:
+        return ExplicitMask(None, None, None)
+    if mask.dtype == torch.bool:
+        keep, bias = mask, None
+    else:
+        keep = ~torch.isneginf(mask)
+        bias = mask.masked_fill(~keep, 0.0)
+        if bool(keep.all()):
+            return ExplicitMask(None, bias, None)
+    dead = ~keep.any(-1, keepdim=True)
+    return ExplicitMask(keep, bias, dead if bool(dead.any()) else None)
+
+
+def dropout(weights: Tensor, dropout_p: float) -> Tensor:
+    """Dropout on attention weights (applied whenever ``dropout_p > 0``, as in SDPA)."""
+    return torch.nn.functional.dropout(weights, dropout_p) if dropout_p > 0 else weights

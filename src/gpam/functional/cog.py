@@ -1,0 +1,41 @@
+"""Cog attention (Lv et al. 2024, arXiv 2411.07176): ``sign(S) * softmax(|S| + M)``."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from gpam.functional._checks import (
+    check_dropout,
+    check_qkv,
+    default_scale,
+    dropout,
+    expand_kv,
+    explicit_mask,
+)
+
+
+def cog_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    attn_mask: Tensor | None = None,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+    return_weights: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Signed attention: weights ``sign(S) * softmax(|S| + mask)``, ``S = q k^T * scale``.
+
+    Shapes: q (B, H, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) -> (B, H, Lq, Dv). The mask is
+    applied to ``|S|`` so masked weights are exactly 0; rows have sum of |W| = 1. ``sign`` has zero
+    gradient, so gradients reach the logits only through ``|S|``. Computed explicitly (L x L).
+    """
+    check_qkv(q, k, v)
+    check_dropout(dropout_p)
+    s = default_scale(scale, q.shape[-1])
+    k, v = expand_kv(k, q.shape[1]), expand_kv(v, q.shape[1])
+    scores = (q @ k.transpose(-2, -1)) * s
+    m = explicit_mask(attn_mask, is_causal, q, k)
+    w = dropout(scores.sign() * m.softmax(scores.abs()), dropout_p)
+    return (w @ v, w) if return_weights else w @ v

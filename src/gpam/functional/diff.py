@@ -1,0 +1,58 @@
+"""Differential attention (Ye et al. 2024, arXiv 2410.05258): ``softmax(S1) - lam softmax(S2)``."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from gpam.functional._checks import (
+    as_lambda,
+    check_dropout,
+    check_qkv,
+    check_same,
+    default_scale,
+    dropout,
+    expand_kv,
+    explicit_mask,
+)
+from gpam.functional.softmax import sdpa
+
+
+def diff_attention(
+    q1: Tensor,
+    q2: Tensor,
+    k1: Tensor,
+    k2: Tensor,
+    v: Tensor,
+    *,
+    lam: float | Tensor = 0.8,
+    attn_mask: Tensor | None = None,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+    return_weights: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Differential attention core ``(softmax(Q1 K1^T s) - lam softmax(Q2 K2^T s)) V``.
+
+    Shapes: q1, q2 (B, H, Lq, d); k1, k2 (B, Hkv, Lk, d); v (B, Hkv, Lk, Dv) (Dv = 2d in the
+    paper) -> (B, H, Lq, Dv). Rows of W sum to ``1 - lam`` (not affine). ``lam`` is a float or a
+    tensor (scalar or per head); Ye et al. reparameterise it per layer, and the per-head RMSNorm and
+    ``(1 - lam_init)`` factor live in ``gpam.MultiheadAttention``, not here. Scale ``d^-1/2``.
+    """
+    check_qkv(q1, k1, v, names=("q1", "k1", "v"))
+    check_same("q2", q2, "q1", q1)
+    check_same("k2", k2, "k1", k1)
+    check_dropout(dropout_p)
+    # lam may be negative (Ye et al.'s learned reparameterisation): only its form is checked.
+    lam_v = as_lambda("lam", lam, q1.shape[1], q1, nonnegative=False)
+    h = q1.shape[1]
+    s = default_scale(scale, q1.shape[-1])
+    k1, k2, v = expand_kv(k1, h), expand_kv(k2, h), expand_kv(v, h)
+    if return_weights:
+        m = explicit_mask(attn_mask, is_causal, q1, k1)
+        a1 = dropout(m.softmax((q1 @ k1.transpose(-2, -1)) * s), dropout_p)
+        a2 = dropout(m.softmax((q2 @ k2.transpose(-2, -1)) * s), dropout_p)
+        w = a1 - lam_v * a2
+        return w @ v, w
+    return sdpa(q1, k1, v, attn_mask, is_causal, dropout_p, s) - lam_v * sdpa(
+        q2, k2, v, attn_mask, is_causal, dropout_p, s
+    )

@@ -1,0 +1,55 @@
+"""Sigmoid attention (Ramapuram et al., ICLR 2025, arXiv 2409.04431): ``sigmoid(S + b)``."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from gpam.functional._checks import (
+    check_dropout,
+    check_qkv,
+    default_scale,
+    dropout,
+    expand_kv,
+    explicit_mask,
+)
+
+
+def sigmoid_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    bias: float | Tensor | None = None,
+    attn_mask: Tensor | None = None,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+    return_weights: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Elementwise sigmoid attention ``sigmoid(q k^T * scale + bias + mask) v``.
+
+    Shapes: q (B, H, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) -> (B, H, Lq, Dv).
+    ``bias`` defaults to ``-log(Lk)`` (the paper's recommendation, n = number of keys); a tensor
+    broadcastable to (B, H, Lq, 1) gives per-row biases (``gpam.MultiheadAttention`` uses
+    ``-log(visible keys)`` per row under causal masking, so cached decoding equals a full pass).
+    Masked weights are 0; rows do not sum to a constant. Computed explicitly (L x L).
+    """
+    check_qkv(q, k, v)
+    check_dropout(dropout_p)
+    if bias is None:
+        bias = -math.log(k.shape[2])
+    elif isinstance(bias, Tensor):
+        if not bias.is_floating_point() or not bool(torch.isfinite(bias).all()):
+            raise ValueError("bias must be a finite floating-point tensor, a number or None")
+        bias = bias.to(q.dtype)
+    elif isinstance(bias, bool) or not isinstance(bias, (int, float)) or not math.isfinite(bias):
+        raise ValueError(f"bias must be a finite number, a tensor or None, got {bias!r}")
+    s = default_scale(scale, q.shape[-1])
+    k, v = expand_kv(k, q.shape[1]), expand_kv(v, q.shape[1])
+    m = explicit_mask(attn_mask, is_causal, q, k)
+    w = m.zero_masked(m.add_bias((q @ k.transpose(-2, -1)) * s + bias).sigmoid())
+    w = dropout(w, dropout_p)
+    return (w @ v, w) if return_weights else w @ v

@@ -1,0 +1,61 @@
+"""Softmax attention: the convex baseline (weights >= 0, rows sum to 1)."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from gpam.functional._checks import (
+    check_dropout,
+    check_qkv,
+    default_scale,
+    dropout,
+    expand_kv,
+    explicit_mask,
+    sdpa_mask,
+)
+
+
+def softmax_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    attn_mask: Tensor | None = None,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+    return_weights: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Scaled dot-product softmax attention, ``softmax(q k^T * scale + mask) v``.
+
+    Shapes: q (B, H, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) -> (B, H, Lq, Dv); Hkv divides H.
+    Uses ``F.scaled_dot_product_attention`` (O(L) memory) unless ``return_weights`` asks for the
+    explicit (B, H, Lq, Lk) weights. Rows with every key masked give zeros.
+    """
+    check_qkv(q, k, v)
+    check_dropout(dropout_p)
+    s = default_scale(scale, q.shape[-1])
+    k, v = expand_kv(k, q.shape[1]), expand_kv(v, q.shape[1])
+    if return_weights:
+        m = explicit_mask(attn_mask, is_causal, q, k)
+        w = dropout(m.softmax((q @ k.transpose(-2, -1)) * s), dropout_p)
+        return w @ v, w
+    return sdpa(q, k, v, attn_mask, is_causal, dropout_p, s)
+
+
+def sdpa(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    attn_mask: Tensor | None,
+    is_causal: bool,
+    dropout_p: float,
+    scale: float,
+) -> Tensor:
+    """SDPA with fully-masked rows giving exact zeros (no NaN in outputs or gradients)."""
+    mask, causal, dead = sdpa_mask(attn_mask, is_causal, q, k)
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal, scale=scale
+    )
+    return out if dead is None else out.masked_fill(dead, 0.0)

@@ -1,0 +1,414 @@
+"""``gpam.MultiheadAttention``: a drop-in multi-head attention layer for every gpam variant."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gpam.functional import (
+    check_variant,
+    coda_attention,
+    cog_attention,
+    dagpam_attention,
+    diff_attention,
+    sigmoid_attention,
+    softmax_attention,
+)
+from gpam.nn.kv_cache import KVCache
+from gpam.nn.masks import merge_masks
+from gpam.nn.rotary import apply_rotary
+
+NEG_QUERIES = ("linear", "full", "negate")
+LAMBDA_PARAMS = ("clamp", "softplus")
+_SINGLE_QUERY = {
+    "softmax": softmax_attention,
+    "cog": cog_attention,
+    "coda": coda_attention,
+    "sigmoid": sigmoid_attention,
+}
+
+
+def diff_lambda_init(layer_idx: int) -> float:
+    """Ye et al.'s depth schedule ``0.8 - 0.6 exp(-0.3 * layer_idx)`` (0-based layer index)."""
+    return 0.8 - 0.6 * math.exp(-0.3 * layer_idx)
+
+
+class MultiheadAttention(nn.Module):
+    """Multi-head attention with a choice of attention variant (default daGPAM).
+
+    Args:
+        embed_dim: model width E. num_heads: heads H (E must be divisible by H). For
+            ``attention="diff"`` this is the softmax baseline's head count: the layer uses H/2
+            differential heads of two sub-heads each (Ye et al.'s equal-parameter setup).
+        attention: one of ``gpam.VARIANTS``.
+        lam_neg, lam_pos, affine: daGPAM weights (see ``gpam.functional.dagpam_attention``);
+            with ``affine=False`` rows sum to ``lam_pos - lam_neg``.
+        learnable_lambda: make lambda a learnable per-head parameter kept >= 0:
+            ``lambda_param="clamp"`` (default; the parameter is lambda itself, used as
+            ``max(lambda, 0)`` with a straight-through gradient, so it can start at exactly 0) or
+            ``"softplus"`` (lambda = softplus(raw)).
+        neg_query: how daGPAM's negative query is made: ``"linear"`` (default; a per-head
+            head_dim x head_dim map of the positive query, E * head_dim extra parameters),
+            ``"full"`` (its own E x E projection of the input) or ``"negate"`` (``-Q_pos``).
+            The paper's exact choice is not public: this is our documented assumption.
+        kv_heads: key/value heads for grouped-query attention (divides H; default H).
+        bias, dropout, kdim, vdim, batch_first: as in ``torch.nn.MultiheadAttention``.
+        layer_idx: depth of this layer (sets diff's ``lam_init``).
+        attn_kwargs: extra keyword arguments of the variant (e.g. coda's ``alpha``, sigmoid's
+            ``bias``).
+
+    Masks: ``key_padding_mask`` (B, S) bool with True = padding (ignored), as in
+    ``torch.nn.MultiheadAttention``; ``attn_mask`` (L, S) or (B|1, H|1, L, S), bool with
+    True = keep or additive float, as in ``F.scaled_dot_product_attention``.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        *,
+        attention: str = "dagpam",
+        lam_neg: float = 0.5,
+        lam_pos: float | None = None,
+        affine: bool = True,
+        learnable_lambda: bool = False,
+        lambda_param: str = "clamp",
+        neg_query: str = "linear",
+        kv_heads: int | None = None,
+        bias: bool = True,
+        dropout: float = 0.0,
+        kdim: int | None = None,
+        vdim: int | None = None,
+        batch_first: bool = True,
+        layer_idx: int = 0,
+        attn_kwargs: dict[str, Any] | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        check_variant(attention, "attention")
+        _check_sizes(embed_dim, num_heads, kv_heads, attention)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if neg_query not in NEG_QUERIES:
+            raise ValueError(f"neg_query must be one of {NEG_QUERIES}, got {neg_query!r}")
+        if lambda_param not in LAMBDA_PARAMS:
+            raise ValueError(f"lambda_param must be one of {LAMBDA_PARAMS}, got {lambda_param!r}")
+        if attention == "dagpam":
+            _check_lambdas(lam_neg, lam_pos, affine)
+        if attention == "diff" and kdim not in (None, embed_dim):
+            pass  # keys may come from another width; projections handle it
+        factory = {"device": device, "dtype": dtype}
+        self.embed_dim, self.num_heads = embed_dim, num_heads
+        self.kv_heads = kv_heads or num_heads
+        self.head_dim = embed_dim // num_heads
+        self.attention, self.neg_query = attention, neg_query
+        self.affine, self.learnable_lambda, self.lambda_param = (
+            affine,
+            learnable_lambda,
+            lambda_param,
+        )
+        self.dropout, self.batch_first, self.layer_idx = dropout, batch_first, layer_idx
+        self.attn_kwargs = dict(attn_kwargs or {})
+        self.kdim, self.vdim = kdim or embed_dim, vdim or embed_dim
+        kv_width = self.kv_heads * self.head_dim
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
+        self.k_proj = nn.Linear(self.kdim, kv_width, bias=bias, **factory)
+        self.v_proj = nn.Linear(self.vdim, kv_width, bias=bias, **factory)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
+        if attention == "dagpam":
+            self._init_dagpam(lam_neg, lam_pos, bias, factory)
+        elif attention == "diff":
+            self._init_diff(factory)
+
+    # ----------------------------------------------------------------------------- set-up
+    def _init_dagpam(
+        self, lam_neg: float, lam_pos: float | None, bias: bool, factory: dict
+    ) -> None:
+        h, d = self.num_heads, self.head_dim
+        if self.neg_query == "linear":
+            w = torch.empty(h, d, d, **factory)
+            for i in range(h):
+                nn.init.orthogonal_(w[i])
+            self.neg_weight = nn.Parameter(w)
+        elif self.neg_query == "full":
+            self.q_neg_proj = nn.Linear(self.embed_dim, self.embed_dim, bias=bias, **factory)
+        self._lam_neg_value, self._lam_pos_value = float(lam_neg), lam_pos
+        if self.learnable_lambda:
+            self.lam_neg_param = nn.Parameter(self._to_raw(torch.full((h,), float(lam_neg))))
+            if not self.affine:
+                self.lam_pos_param = nn.Parameter(self._to_raw(torch.full((h,), float(lam_pos))))
+
+    def _init_diff(self, factory: dict) -> None:
+        d = self.head_dim
+        self.lam_init = diff_lambda_init(self.layer_idx)
+        for name in ("lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2"):
+            setattr(self, name, nn.Parameter(torch.randn(d, **factory) * 0.1))
+        self.subln = nn.RMSNorm(2 * d, eps=1e-5, **factory)
+
+    def _to_raw(self, lam: Tensor) -> Tensor:
+        if self.lambda_param == "softplus":
+            # inverse softplus; exact 0 is unreachable with softplus, so start just above it
+            lam = lam.clamp_min(1e-6)
+            return lam + torch.log(-torch.expm1(-lam))
+        return lam
+
+    def _from_raw(self, raw: Tensor) -> Tensor:
+        if self.lambda_param == "softplus":
+            return F.softplus(raw)
+        return raw + (raw.clamp_min(0.0) - raw).detach()  # max(raw, 0) with identity gradient
+
+    @classmethod
+    def from_torch(cls, module: nn.MultiheadAttention, **kwargs: Any) -> MultiheadAttention:
+        """Build a gpam layer with the weights of a ``torch.nn.MultiheadAttention``."""
+        e, h = module.embed_dim, module.num_heads
+        bias = module.in_proj_bias is not None
+        kwargs.setdefault("dropout", module.dropout)
+        ref = module.out_proj.weight
+        new = cls(
+            e, h, bias=bias, kdim=module.kdim, vdim=module.vdim, batch_first=module.batch_first,
+            device=ref.device, dtype=ref.dtype, **kwargs,
+        )  # fmt: skip
+        with torch.no_grad():
+            if module._qkv_same_embed_dim:
+                wq, wk, wv = module.in_proj_weight.chunk(3)
+            else:
+                wq, wk, wv = module.q_proj_weight, module.k_proj_weight, module.v_proj_weight
+            new.q_proj.weight.copy_(wq)
+            new.k_proj.weight.copy_(wk)
+            new.v_proj.weight.copy_(wv)
+            new.out_proj.weight.copy_(module.out_proj.weight)
+            if bias:
+                bq, bk, bv = module.in_proj_bias.chunk(3)
+                new.q_proj.bias.copy_(bq)
+                new.k_proj.bias.copy_(bk)
+                new.v_proj.bias.copy_(bv)
+                new.out_proj.bias.copy_(module.out_proj.bias)
+        return new
+
+    # ----------------------------------------------------------------------------- lambdas
+    def lambdas(self) -> tuple[float | Tensor, float | Tensor]:
+        """Current ``(lam_pos, lam_neg)`` of a daGPAM layer (floats, or per-head tensors)."""
+        if self.attention != "dagpam":
+            raise ValueError(
+                f"lambdas() is for attention='dagpam', this layer is {self.attention!r}"
+            )
+        if self.learnable_lambda:
+            lam_neg = self._from_raw(self.lam_neg_param)
+            lam_pos = self._from_raw(self.lam_pos_param) if not self.affine else None
+        else:
+            lam_neg, lam_pos = self._lam_neg_value, self._lam_pos_value
+        return (1.0 + lam_neg if self.affine else lam_pos), lam_neg  # type: ignore[operator]
+
+    def diff_lambda(self) -> Tensor:
+        """Ye et al.'s reparameterised lambda of a diff layer (a scalar tensor)."""
+        lam1 = torch.exp(torch.sum(self.lambda_q1 * self.lambda_k1).float())
+        lam2 = torch.exp(torch.sum(self.lambda_q2 * self.lambda_k2).float())
+        return (lam1 - lam2 + self.lam_init).to(self.lambda_q1.dtype)
+
+    def extra_parameters(self) -> int:
+        """Parameters beyond the same layer with softmax attention."""
+        names = ("neg_weight", "q_neg_proj", "lam_neg_param", "lam_pos_param")
+        names += ("lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2", "subln")
+        total = 0
+        for name in names:
+            obj = getattr(self, name, None)
+            if isinstance(obj, nn.Parameter):
+                total += obj.numel()
+            elif isinstance(obj, nn.Module):
+                total += sum(p.numel() for p in obj.parameters())
+        return total
+
+    def extra_repr(self) -> str:
+        s = f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, attention={self.attention!r}"
+        if self.kv_heads != self.num_heads:
+            s += f", kv_heads={self.kv_heads}"
+        if self.attention == "dagpam":
+            s += f", neg_query={self.neg_query!r}, affine={self.affine}"
+            s += f", learnable_lambda={self.learnable_lambda}"
+            if not self.learnable_lambda:
+                s += f", lam_neg={self._lam_neg_value}"
+        return s
+
+    # ----------------------------------------------------------------------------- forward
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor | None = None,
+        value: Tensor | None = None,
+        *,
+        key_padding_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        kv_cache: KVCache | None = None,
+        rotary: tuple[Tensor, Tensor] | None = None,
+        need_weights: bool = False,
+    ) -> Tensor | tuple[Tensor, Any]:
+        """Attend from ``query`` (B, L, E) to ``key``/``value`` (B, S, kdim/vdim); None = self.
+
+        Returns the output (B, L, E); ``(output, kv_cache)`` when a cache is given (it grows by
+        the new keys/values and causal masking is aligned to its end); ``(output, weights)``
+        with weights (B, H, L, S) when ``need_weights=True``.
+        """
+        if need_weights and kv_cache is not None:
+            raise ValueError("need_weights=True cannot be combined with kv_cache")
+        if kv_cache is not None and not isinstance(kv_cache, KVCache):
+            raise TypeError(f"kv_cache must be a gpam.KVCache, got {type(kv_cache).__name__}")
+        query, key, value = self._inputs(query, key, value, kv_cache)
+        b, length, _ = query.shape
+        q = self.q_proj(query).view(b, length, self.num_heads, self.head_dim).transpose(1, 2)
+        q_neg = self._negative_query(query, q) if self.attention == "dagpam" else None
+        if kv_cache is not None and kv_cache.static and kv_cache.filled:
+            k, v = kv_cache.k, kv_cache.v
+            past = 0
+        else:
+            s = key.shape[1]
+            k = self.k_proj(key).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+            v = self.v_proj(value).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+            if rotary is not None:
+                k = apply_rotary(k, *rotary)
+            past = 0 if kv_cache is None or kv_cache.static else kv_cache.length
+            if kv_cache is not None:
+                k, v = kv_cache.update(k, v)
+        if rotary is not None:
+            q = apply_rotary(q, *rotary)
+            q_neg = apply_rotary(q_neg, *rotary) if q_neg is not None else None
+        mask, causal = merge_masks(
+            key_padding_mask, attn_mask, is_causal, past, b, length, k.shape[2], q.dtype, q.device
+        )
+        extra: dict[str, Any] = {}
+        if self.attention == "sigmoid" and is_causal and "bias" not in self.attn_kwargs:
+            visible = torch.arange(past + 1, past + length + 1, device=q.device, dtype=q.dtype)
+            extra["bias"] = -torch.log(visible)[:, None]  # n = keys visible to each row
+        out = self._attend(q, q_neg, k, v, mask, causal, need_weights, extra)
+        weights = None
+        if need_weights:
+            out, weights = out
+        out = self.out_proj(out.transpose(1, 2).reshape(b, length, self.embed_dim))
+        if not self.batch_first:
+            out = out.transpose(0, 1)
+        if kv_cache is not None:
+            return out, kv_cache
+        return (out, weights) if need_weights else out
+
+    def _inputs(
+        self, query: Tensor, key: Tensor | None, value: Tensor | None, cache: KVCache | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        if not isinstance(query, Tensor) or query.dim() != 3:
+            shape = tuple(query.shape) if isinstance(query, Tensor) else type(query).__name__
+            raise ValueError(f"query must be 3-D (batch, length, embed_dim), got {shape}")
+        if query.shape[-1] != self.embed_dim:
+            raise ValueError(
+                f"query's last dim must be embed_dim={self.embed_dim}, got {query.shape[-1]}"
+            )
+        if key is None:
+            key = query
+        if value is None:
+            value = key
+        if not self.batch_first:
+            query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
+        if cache is not None and cache.static and cache.filled:
+            return query, key, value
+        for name, t, width in (("key", key, self.kdim), ("value", value, self.vdim)):
+            if not isinstance(t, Tensor) or t.dim() != 3:
+                raise ValueError(f"{name} must be 3-D (batch, length, {name[0]}dim)")
+            if t.shape[-1] != width:
+                raise ValueError(f"{name}'s last dim must be {width}, got {t.shape[-1]}")
+            if t.shape[0] != query.shape[0]:
+                raise ValueError(
+                    f"{name} batch size {t.shape[0]} != query batch size {query.shape[0]}"
+                )
+        if key.shape[1] != value.shape[1]:
+            raise ValueError(f"key length {key.shape[1]} != value length {value.shape[1]}")
+        return query, key, value
+
+    def _negative_query(self, query: Tensor, q: Tensor) -> Tensor:
+        if self.neg_query == "linear":
+            return torch.einsum("bhld,hde->bhle", q, self.neg_weight)
+        if self.neg_query == "full":
+            b, length, _ = query.shape
+            q_neg = self.q_neg_proj(query).view(b, length, self.num_heads, self.head_dim)
+            return q_neg.transpose(1, 2)
+        return -q
+
+    def _attend(
+        self,
+        q: Tensor,
+        q_neg: Tensor | None,
+        k: Tensor,
+        v: Tensor,
+        mask: Tensor | None,
+        causal: bool,
+        need_weights: bool,
+        extra: dict[str, Any],
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        common: dict[str, Any] = {
+            **extra,
+            "attn_mask": mask,
+            "is_causal": causal,
+            "dropout_p": self.dropout if self.training else 0.0,
+            "return_weights": need_weights,
+            **self.attn_kwargs,
+        }
+        if self.attention == "dagpam":
+            lam_pos, lam_neg = self.lambdas()
+            lam_pos = None if self.affine else lam_pos
+            return dagpam_attention(
+                q, q_neg, k, v, lam_pos=lam_pos, lam_neg=lam_neg, affine=self.affine, **common
+            )
+        if self.attention == "diff":
+            return self._diff(q, k, v, mask, common)
+        return _SINGLE_QUERY[self.attention](q, k, v, **common)
+
+    def _diff(
+        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, common: dict
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        b, _, s, d = v.shape
+        # value heads: kv_heads sub-heads of width d become kv_heads/2 heads of width 2d
+        v2 = v.view(b, self.kv_heads // 2, 2, s, d).permute(0, 1, 3, 2, 4).reshape(b, -1, s, 2 * d)
+        if mask is not None and mask.dim() == 4 and mask.shape[1] not in (1, q.shape[1] // 2):
+            mask = mask[:, 0::2]  # a per-sub-head mask: use the first sub-head's
+        common = {**common, "attn_mask": mask}
+        res = diff_attention(
+            q[:, 0::2], q[:, 1::2], k[:, 0::2], k[:, 1::2], v2, lam=self.diff_lambda(), **common
+        )
+        out, w = res if isinstance(res, tuple) else (res, None)
+        out = self.subln(out) * (1.0 - self.lam_init)  # (B, H/2, L, 2d)
+        # back to H sub-heads of width d so that the caller's reshape to E holds
+        out = out.view(b, -1, out.shape[2], 2, d).permute(0, 1, 3, 2, 4)
+        out = out.reshape(b, -1, out.shape[3], d)
+        return (out, w) if w is not None else out
+
+
+def _check_sizes(embed_dim: int, num_heads: int, kv_heads: int | None, attention: str) -> None:
+    for name, val in (("embed_dim", embed_dim), ("num_heads", num_heads)):
+        if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+            raise ValueError(f"{name} must be a positive integer, got {val!r}")
+    if embed_dim % num_heads:
+        raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
+    kvh = num_heads if kv_heads is None else kv_heads
+    if isinstance(kvh, bool) or not isinstance(kvh, int) or kvh < 1 or num_heads % kvh:
+        raise ValueError(
+            f"kv_heads must be a positive divisor of num_heads ({num_heads}), got {kv_heads!r}"
+        )
+    if attention == "diff" and (num_heads % 2 or kvh % 2):
+        raise ValueError(
+            "attention='diff' pairs sub-heads: num_heads and kv_heads must be even, got "
+            f"{num_heads} and {kvh}"
+        )
+
+
+def _check_lambdas(lam_neg: float, lam_pos: float | None, affine: bool) -> None:
+    if isinstance(lam_neg, bool) or not isinstance(lam_neg, (int, float)) or not lam_neg >= 0:
+        raise ValueError(f"lam_neg must be a number >= 0, got {lam_neg!r}")
+    if affine and lam_pos is not None:
+        raise ValueError("lam_pos is fixed to 1 + lam_neg when affine=True; pass affine=False")
+    if not affine and (
+        lam_pos is None or isinstance(lam_pos, bool) or not isinstance(lam_pos, (int, float))
+        or not lam_pos >= 0
+    ):  # fmt: skip
+        raise ValueError(f"lam_pos must be a number >= 0 when affine=False, got {lam_pos!r}")
