@@ -1,0 +1,203 @@
+"""Decoder-only Transformer language model (nanoGPT-style) with any gpam attention variant."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from gpam.nn import KVCache, parameter_report
+
+from .config import LMConfig
+from .layers import Positions, TransformerLayer, build_attention, cache_length, init_weights
+
+
+class TransformerLM(nn.Module):
+    """Causal language model: embeddings -> ``n_layers`` Transformer layers -> vocabulary logits.
+
+    Layer ``i`` uses ``config.variant_for(config.attention, i, n_layers)`` for its causal
+    self-attention (so ``attention="cog"`` keeps softmax in the first and last layer by default).
+    Pre-LN adds a final LayerNorm before the output projection; post-LN does not need one.
+    """
+
+    #: state-dict keys that are aliases of another tensor (saved once, re-tied on load)
+    tied_keys: tuple[str, ...]
+
+    def __init__(self, config: LMConfig) -> None:
+        super().__init__()
+        if not isinstance(config, LMConfig):
+            raise TypeError(f"config must be an LMConfig, got {type(config).__name__}")
+        self.config = config
+        c = config
+        self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
+        self.positions = Positions(c)
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(
+            TransformerLayer(c, build_attention(c, c.variant_for(c.attention, i, c.n_layers), i))
+            for i in range(c.n_layers)
+        )
+        self.norm_f = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if c.norm == "pre" else None
+        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        init_weights(self)
+        # GPT-2: scale the residual output projections of the MLPs by 1/sqrt(2 n_layers).
+        for block in self.blocks:
+            nn.init.normal_(block.mlp.proj.weight, std=0.02 / math.sqrt(2 * c.n_layers))
+        self.tied_keys = ()
+        if c.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+            self.tied_keys = ("lm_head.weight",)
+
+    @property
+    def layer_variants(self) -> list[str]:
+        """The attention variant of each layer, in order."""
+        c = self.config
+        return [c.variant_for(c.attention, i, c.n_layers) for i in range(c.n_layers)]
+
+    def new_caches(self) -> list[KVCache]:
+        """Empty per-layer key/value caches for incremental decoding."""
+        return [KVCache() for _ in self.blocks]
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        kv_caches: list[KVCache] | None = None,
+        *,
+        padding_mask: Tensor | None = None,
+    ) -> Tensor | tuple[Tensor, list[KVCache]]:
+        """``input_ids`` ``(B, T)`` -> logits ``(B, T, V)``.
+
+        With ``kv_caches`` (a list of per-layer ``KVCache``; an empty list or ``None`` entries
+        start new ones) the tokens continue the cached sequence: positions start at the cache
+        length, and ``(logits, caches)`` is returned. ``padding_mask`` ``(B, T)`` (True =
+        padding) hides padded keys; it is only supported without caches.
+        """
+        _check_ids("input_ids", input_ids, self.config.vocab_size)
+        caches = None
+        if kv_caches is not None:
+            if padding_mask is not None:
+                raise ValueError("padding_mask is not supported together with kv_caches")
+            if len(kv_caches) == 0:
+                kv_caches = self.new_caches()
+            if len(kv_caches) != len(self.blocks):
+                raise ValueError(
+                    f"kv_caches must hold one cache per layer ({len(self.blocks)}), "
+                    f"got {len(kv_caches)}"
+                )
+            caches = [KVCache() if k is None else k for k in kv_caches]
+        if padding_mask is not None:
+            _check_mask("padding_mask", padding_mask, input_ids)
+        start = cache_length(caches[0]) if caches else 0
+        b, t = input_ids.shape
+        x = self.tok_emb(input_ids)
+        absolute, rotary = self.positions(start, t, x.device, x.dtype)
+        if absolute is not None:
+            x = x + absolute
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            x = block(
+                x,
+                is_causal=True,
+                padding_mask=padding_mask,
+                rotary=rotary,
+                self_cache=caches[i] if caches else None,
+            )
+        if self.norm_f is not None:
+            x = self.norm_f(x)
+        logits = self.lm_head(x)
+        return (logits, caches) if caches is not None else logits
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        *,
+        eos_id: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Sample ``max_new_tokens`` tokens after the prompt ``input_ids`` ``(B, T)``.
+
+        ``temperature=0`` is greedy (argmax); ``top_k`` keeps the k most likely tokens. Decoding
+        uses key/value caches. Returns ``(B, T + n)`` (the prompt followed by the new tokens);
+        with ``eos_id`` it stops once every row has produced ``eos_id`` (later tokens of
+        finished rows are ``eos_id``).
+        """
+        _check_ids("input_ids", input_ids, self.config.vocab_size)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+            raise TypeError(f"max_new_tokens must be an int, got {max_new_tokens!r}")
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        if not temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
+        total = input_ids.shape[1] + max_new_tokens
+        if self.config.positions == "learned" and total > self.config.max_len:
+            raise ValueError(
+                f"prompt length + max_new_tokens = {total} exceeds max_len={self.config.max_len}"
+            )
+        was_training = self.training
+        self.eval()
+        try:
+            out = input_ids
+            if max_new_tokens == 0:
+                return out
+            logits, caches = self(input_ids, kv_caches=[])
+            done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            for step in range(max_new_tokens):
+                nxt = sample_next(logits[:, -1, :], temperature, top_k, generator)
+                if eos_id is not None:
+                    nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
+                    done = done | (nxt == eos_id)
+                out = torch.cat([out, nxt[:, None]], dim=1)
+                if (eos_id is not None and bool(done.all())) or step == max_new_tokens - 1:
+                    break
+                logits, caches = self(nxt[:, None], kv_caches=caches)
+            return out
+        finally:
+            self.train(was_training)
+
+    def parameter_report(self) -> dict[str, float | int]:
+        """Total parameters, extra over the same model with softmax attention, overhead %."""
+        return parameter_report(self)
+
+
+def sample_next(
+    logits: Tensor,
+    temperature: float,
+    top_k: int | None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Next token ids ``(B,)`` from logits ``(B, V)``: argmax if temperature is 0, else sampling."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _check_ids(name: str, ids: Tensor, vocab: int) -> None:
+    if not isinstance(ids, Tensor):
+        raise TypeError(f"{name} must be a LongTensor, got {type(ids).__name__}")
+    if ids.dtype not in (torch.long, torch.int32, torch.int64):
+        raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
+    if ids.dim() != 2 or ids.shape[1] == 0:
+        raise ValueError(f"{name} must have shape (batch, length>0), got {tuple(ids.shape)}")
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+        raise ValueError(
+            f"{name} holds ids outside [0, {vocab}): {int(ids.min())}..{int(ids.max())}"
+        )
+
+
+def _check_mask(name: str, mask: Tensor, ids: Tensor) -> None:
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        raise TypeError(f"{name} must be a bool tensor (True = padding)")
+    if mask.shape != ids.shape:
+        raise ValueError(f"{name} must have shape {tuple(ids.shape)}, got {tuple(mask.shape)}")

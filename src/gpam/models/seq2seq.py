@@ -1,0 +1,204 @@
+"""Encoder-decoder Transformer for translation, with any gpam attention variant per kind."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from gpam.nn import KVCache, parameter_report
+
+from .config import Seq2SeqConfig
+from .layers import Positions, TransformerLayer, build_attention, cache_length, init_weights
+from .lm import _check_ids, _check_mask
+
+#: per decoder layer: (self-attention cache, static cross-attention cache)
+DecoderCaches = list[tuple[KVCache, KVCache]]
+
+
+class Seq2SeqTransformer(nn.Module):
+    """Transformer encoder-decoder (Vaswani et al.) with pre- or post-LN and tied embeddings.
+
+    Encoder layer ``i`` uses ``config.variant_for(encoder_attention, i, n_encoder_layers)``;
+    decoder layer ``i`` uses the same rule for ``decoder_attention`` (causal self-attention)
+    and ``cross_attention``. Padding masks are ``(B, L)`` bool, True = padding.
+    """
+
+    tied_keys: tuple[str, ...]
+
+    def __init__(self, config: Seq2SeqConfig) -> None:
+        super().__init__()
+        if not isinstance(config, Seq2SeqConfig):
+            raise TypeError(f"config must be a Seq2SeqConfig, got {type(config).__name__}")
+        self.config = c = config
+        ne, nd = c.n_encoder_layers, c.n_decoder_layers
+        self.src_emb = nn.Embedding(c.src_vocab_size, c.d_model)
+        self.tgt_emb = nn.Embedding(c.tgt_vocab_size, c.d_model)
+        self.src_positions = Positions(c)
+        self.tgt_positions = Positions(c)
+        self.drop = nn.Dropout(c.dropout)
+        self.encoder = nn.ModuleList(
+            TransformerLayer(c, build_attention(c, c.variant_for(c.encoder_attention, i, ne), i))
+            for i in range(ne)
+        )
+        self.decoder = nn.ModuleList(
+            TransformerLayer(
+                c,
+                build_attention(c, c.variant_for(c.decoder_attention, i, nd), i),
+                build_attention(c, c.variant_for(c.cross_attention, i, nd), i, cross=True),
+            )
+            for i in range(nd)
+        )
+        pre = c.norm == "pre"
+        self.enc_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if pre else None
+        self.dec_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if pre else None
+        self.out_proj = nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)
+        self.embed_scale = math.sqrt(c.d_model) if c.scale_embeddings else 1.0
+        init_weights(self, std=c.d_model**-0.5 if c.scale_embeddings else 0.02)
+        tied: list[str] = []
+        if c.tie_embeddings in ("decoder", "all"):
+            self.out_proj.weight = self.tgt_emb.weight
+            tied.append("out_proj.weight")
+        if c.tie_embeddings == "all":
+            self.src_emb.weight = self.tgt_emb.weight
+            tied.append("src_emb.weight")
+        self.tied_keys = tuple(tied)
+
+    def layer_variants(self) -> dict[str, list[str]]:
+        """The variant of every attention layer, keyed ``"encoder"``, ``"decoder"``, ``"cross"``."""
+        c = self.config
+        ne, nd = c.n_encoder_layers, c.n_decoder_layers
+        return {
+            "encoder": [c.variant_for(c.encoder_attention, i, ne) for i in range(ne)],
+            "decoder": [c.variant_for(c.decoder_attention, i, nd) for i in range(nd)],
+            "cross": [c.variant_for(c.cross_attention, i, nd) for i in range(nd)],
+        }
+
+    def encode(self, src_ids: Tensor, src_padding_mask: Tensor | None = None) -> Tensor:
+        """Source ids ``(B, S)`` -> memory ``(B, S, d_model)``."""
+        _check_ids("src_ids", src_ids, self.config.src_vocab_size)
+        if src_padding_mask is not None:
+            _check_mask("src_padding_mask", src_padding_mask, src_ids)
+        x = self.src_emb(src_ids) * self.embed_scale
+        absolute, rotary = self.src_positions(0, src_ids.shape[1], x.device, x.dtype)
+        if absolute is not None:
+            x = x + absolute
+        x = self.drop(x)
+        for layer in self.encoder:
+            x = layer(x, padding_mask=src_padding_mask, rotary=rotary)
+        return self.enc_norm(x) if self.enc_norm is not None else x
+
+    def new_caches(self) -> DecoderCaches:
+        """Empty decoder caches: a growing self-attention and a static cross cache per layer."""
+        return [(KVCache(), KVCache(static=True)) for _ in self.decoder]
+
+    def decode(
+        self,
+        tgt_in_ids: Tensor,
+        memory: Tensor | None,
+        src_padding_mask: Tensor | None = None,
+        tgt_padding_mask: Tensor | None = None,
+        kv_caches: DecoderCaches | None = None,
+    ) -> Tensor | tuple[Tensor, DecoderCaches]:
+        """Decoder input ids ``(B, T)`` + ``memory`` ``(B, S, d)`` -> logits ``(B, T, V_tgt)``.
+
+        With ``kv_caches`` (from :meth:`new_caches`, or an empty list) the ids continue the cached
+        target prefix and ``(logits, caches)`` is returned; the cross-attention keys/values are
+        computed from ``memory`` on the first call and reused after (``memory`` may then be None).
+        """
+        _check_ids("tgt_in_ids", tgt_in_ids, self.config.tgt_vocab_size)
+        if tgt_padding_mask is not None:
+            if kv_caches is not None:
+                raise ValueError("tgt_padding_mask is not supported together with kv_caches")
+            _check_mask("tgt_padding_mask", tgt_padding_mask, tgt_in_ids)
+        if kv_caches is not None:
+            if len(kv_caches) == 0:
+                kv_caches = self.new_caches()
+            if len(kv_caches) != len(self.decoder):
+                raise ValueError(
+                    f"kv_caches must hold one (self, cross) pair per decoder layer "
+                    f"({len(self.decoder)}), got {len(kv_caches)}"
+                )
+        start = cache_length(kv_caches[0][0]) if kv_caches else 0
+        x = self.tgt_emb(tgt_in_ids) * self.embed_scale
+        absolute, rotary = self.tgt_positions(start, tgt_in_ids.shape[1], x.device, x.dtype)
+        if absolute is not None:
+            x = x + absolute
+        x = self.drop(x)
+        for i, layer in enumerate(self.decoder):
+            self_cache, cross_cache = kv_caches[i] if kv_caches else (None, None)
+            x = layer(
+                x,
+                is_causal=True,
+                padding_mask=tgt_padding_mask,
+                rotary=rotary,
+                self_cache=self_cache,
+                memory=memory,
+                memory_padding_mask=src_padding_mask,
+                cross_cache=cross_cache,
+            )
+        if self.dec_norm is not None:
+            x = self.dec_norm(x)
+        logits = self.out_proj(x)
+        return (logits, kv_caches) if kv_caches is not None else logits
+
+    def forward(
+        self,
+        src_ids: Tensor,
+        tgt_in_ids: Tensor,
+        src_padding_mask: Tensor | None = None,
+        tgt_padding_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Teacher-forced logits ``(B, T, V_tgt)``: source ``(B, S)``, decoder input ``(B, T)``."""
+        memory = self.encode(src_ids, src_padding_mask)
+        return self.decode(tgt_in_ids, memory, src_padding_mask, tgt_padding_mask)
+
+    @torch.no_grad()
+    def greedy_decode(
+        self,
+        src_ids: Tensor,
+        src_padding_mask: Tensor | None = None,
+        *,
+        bos_id: int,
+        eos_id: int,
+        max_len: int | None = None,
+    ) -> list[list[int]]:
+        """Greedy translation; see :func:`gpam.models.beam.greedy_decode`."""
+        from .beam import greedy_decode
+
+        return greedy_decode(
+            self, src_ids, src_padding_mask, bos_id=bos_id, eos_id=eos_id, max_len=max_len
+        )
+
+    @torch.no_grad()
+    def beam_search(
+        self,
+        src_ids: Tensor,
+        src_padding_mask: Tensor | None = None,
+        *,
+        bos_id: int,
+        eos_id: int,
+        beam_size: int = 4,
+        max_len: int | None = None,
+        length_penalty: float = 1.0,
+        length_penalty_style: str = "gnmt",
+    ) -> list[list[int]]:
+        """Batched beam search; see :func:`gpam.models.beam.beam_search`."""
+        from .beam import beam_search
+
+        return beam_search(
+            self,
+            src_ids,
+            src_padding_mask,
+            bos_id=bos_id,
+            eos_id=eos_id,
+            beam_size=beam_size,
+            max_len=max_len,
+            length_penalty=length_penalty,
+            length_penalty_style=length_penalty_style,
+        )
+
+    def parameter_report(self) -> dict[str, float | int]:
+        """Total parameters, extra over the same model with softmax attention, overhead %."""
+        return parameter_report(self)
