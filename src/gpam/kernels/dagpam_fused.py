@@ -1,0 +1,201 @@
+"""Fused daGPAM attention: one Triton pass over K/V tiles for both softmax maps.
+
+``out = lam_pos * softmax(q_pos k^T s) v - lam_neg * softmax(q_neg k^T s) v`` with memory linear
+in L: the forward keeps two online softmaxes per query tile and saves the two log-sum-exps; the
+backward recomputes the probabilities tile by tile (FlashAttention-2 style), reading each K/V
+tile once for both branches. Use :func:`fused_dagpam_available` to decide when it applies.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import Tensor
+
+SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_MODULE: ModuleType | None = None
+
+
+def triton_available() -> bool:
+    """True when the ``triton`` package can be imported (without importing it)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def interpreting() -> bool:
+    """True when Triton runs in its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _kernels() -> ModuleType:
+    """The Triton kernel module, imported on first use."""
+    global _MODULE
+    if _MODULE is None:
+        from gpam.kernels import _triton_dagpam
+
+        _MODULE = _triton_dagpam
+    return _MODULE
+
+
+def fused_dagpam_available(
+    q: Tensor,
+    k: Tensor | None = None,
+    *,
+    attn_mask: Tensor | None = None,
+    dropout_p: float = 0.0,
+    return_weights: bool = False,
+) -> bool:
+    """Whether :func:`dagpam_fused` supports this call (else use the SDPA path).
+
+    True only for CUDA tensors (or any device under ``TRITON_INTERPRET=1`` when ``q`` is on CPU)
+    with triton importable, 4-D (B, H, L, D) inputs, head_dim in 16/32/64/128, fp16/bf16/fp32,
+    no ``attn_mask``, no dropout and no explicit weights requested.
+    """
+    if not isinstance(q, Tensor) or q.dim() != 4:
+        return False
+    on_device = q.is_cuda or (q.device.type == "cpu" and interpreting())
+    if not on_device or not triton_available():
+        return False
+    if attn_mask is not None or dropout_p != 0.0 or return_weights:
+        return False
+    if q.dtype not in SUPPORTED_DTYPES or q.shape[-1] not in SUPPORTED_HEAD_DIMS:
+        return False
+    if k is not None and (k.dim() != 4 or k.shape[-1] != q.shape[-1] or k.device != q.device):
+        return False
+    return True
+
+
+def _blocks(head_dim: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for the device."""
+    if interpreting():
+        return 16, 16, 1, 1
+    if dtype == torch.float32 or head_dim > 64:
+        return 64, 32, 4, 2
+    return 64, 64, 4, 2
+
+
+def _strides(t: Tensor) -> tuple[int, int, int]:
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+class _DagpamFusedFn(torch.autograd.Function):
+    """(q_pos, q_neg, k, v) -> (o_pos, o_neg), each (B, H, Lq, D); K/V read once per tile."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, qp: Tensor, qn: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float
+    ) -> tuple[Tensor, Tensor]:
+        kern = _kernels()
+        qp, qn, k, v = (t.contiguous() for t in (qp, qn, k, v))
+        b, h, lq, d = qp.shape
+        lk = k.shape[2]
+        op = torch.empty_like(qp, memory_format=torch.contiguous_format)
+        on = torch.empty_like(op)
+        lsep = torch.empty((b * h, lq), device=qp.device, dtype=torch.float32)
+        lsen = torch.empty_like(lsep)
+        bm, bn, warps, stages = _blocks(d, qp.dtype)
+        grid = (triton_cdiv(lq, bm), b * h)
+        kern._fwd_kernel[grid](
+            qp, qn, k, v, op, on, lsep, lsen,
+            *_strides(qp), *_strides(k), *_strides(v), *_strides(op),
+            h, lq, lk, scale * kern.LOG2E,
+            CAUSAL=causal, BLOCK_M=bm, BLOCK_N=bn, D=d, num_warps=warps, num_stages=stages,
+        )  # fmt: skip
+        ctx.save_for_backward(qp, qn, k, v, op, on, lsep, lsen)
+        ctx.causal, ctx.scale = causal, scale
+        return op, on
+
+    @staticmethod
+    def backward(ctx: Any, dop: Tensor | None, don: Tensor | None) -> tuple[Any, ...]:  # type: ignore[override]
+        kern = _kernels()
+        qp, qn, k, v, op, on, lsep, lsen = ctx.saved_tensors
+        dop = torch.zeros_like(op) if dop is None else dop.contiguous()
+        don = torch.zeros_like(on) if don is None else don.contiguous()
+        b, h, lq, d = qp.shape
+        lk = k.shape[2]
+        delp = (op.float() * dop.float()).sum(-1).reshape(b * h, lq)
+        deln = (on.float() * don.float()).sum(-1).reshape(b * h, lq)
+        dqp = torch.empty(qp.shape, device=qp.device, dtype=qp.dtype)
+        dqn = torch.empty_like(dqp)
+        dk = torch.empty(k.shape, device=k.device, dtype=k.dtype)
+        dv = torch.empty(v.shape, device=v.device, dtype=v.dtype)
+        bm, bn, warps, stages = _blocks(d, qp.dtype)
+        common = (
+            *_strides(qp), *_strides(k), *_strides(v), *_strides(dop),
+            h, lq, lk, ctx.scale * kern.LOG2E, ctx.scale,
+        )  # fmt: skip
+        meta = dict(CAUSAL=ctx.causal, BLOCK_M=bm, BLOCK_N=bn, D=d, num_warps=warps)
+        kern._bwd_dkdv_kernel[(triton_cdiv(lk, bn), b * h)](
+            qp, qn, k, v, dop, don, lsep, lsen, delp, deln, dk, dv, *common, **meta
+        )
+        kern._bwd_dq_kernel[(triton_cdiv(lq, bm), b * h)](
+            qp, qn, k, v, dop, don, lsep, lsen, delp, deln, dqp, dqn, *common, **meta
+        )
+        return dqp, dqn, dk, dv, None, None
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    """Ceiling division (grid sizes)."""
+    return -(-a // b)
+
+
+def _as_head_lambda(name: str, lam: float | Tensor, heads: int) -> float | Tensor:
+    """A float, or a tensor reshaped to broadcast over (B, H, L, D)."""
+    if isinstance(lam, Tensor):
+        if lam.dim() == 0:
+            return lam
+        if lam.dim() == 1:
+            if lam.shape[0] != heads:
+                raise ValueError(f"{name} must have shape ({heads},), got {tuple(lam.shape)}")
+            return lam.view(1, heads, 1, 1)
+        return lam
+    if isinstance(lam, (int, float)):
+        return float(lam)
+    raise TypeError(f"{name} must be a float or a tensor, got {type(lam).__name__}")
+
+
+def dagpam_fused(
+    q_pos: Tensor,
+    q_neg: Tensor,
+    k: Tensor,
+    v: Tensor,
+    lam_pos: float | Tensor,
+    lam_neg: float | Tensor,
+    causal: bool = False,
+    scale: float | None = None,
+) -> Tensor:
+    """Fused daGPAM: ``lam_pos * A_pos v - lam_neg * A_neg v`` (B, H, Lq, D).
+
+    q_pos, q_neg (B, H, Lq, D); k, v (B, Hkv, Lk, D) with Hkv dividing H (expanded here);
+    ``lam_*`` floats or tensors of shape (H,) / broadcastable to (B, H, 1, 1) (gradients flow to
+    them). ``causal`` is top-left aligned as in SDPA. Requires :func:`fused_dagpam_available`.
+    """
+    if not fused_dagpam_available(q_pos, k):
+        raise ValueError(
+            "dagpam_fused needs CUDA (or TRITON_INTERPRET=1 on CPU), triton, 4-D inputs, "
+            f"head_dim in {SUPPORTED_HEAD_DIMS} and dtype in fp16/bf16/fp32; got device "
+            f"{q_pos.device}, shape {tuple(q_pos.shape)}, dtype {q_pos.dtype}"
+        )
+    if q_neg.shape != q_pos.shape or v.shape[:3] != k.shape[:3] or v.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            "q_neg must match q_pos and v must match k in shape (same head_dim for v), got "
+            f"{tuple(q_pos.shape)}, {tuple(q_neg.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if not (q_pos.dtype == q_neg.dtype == k.dtype == v.dtype):
+        raise TypeError("q_pos, q_neg, k, v must share one dtype")
+    heads = q_pos.shape[1]
+    if heads % k.shape[1]:
+        raise ValueError(f"q heads ({heads}) must be a multiple of k heads ({k.shape[1]})")
+    if k.shape[1] != heads:
+        k = k.repeat_interleave(heads // k.shape[1], dim=1)
+        v = v.repeat_interleave(heads // v.shape[1], dim=1)
+    s = 1.0 / math.sqrt(q_pos.shape[-1]) if scale is None else float(scale)
+    o_pos, o_neg = _DagpamFusedFn.apply(q_pos, q_neg, k, v, bool(causal), s)
+    lp = _as_head_lambda("lam_pos", lam_pos, heads)
+    ln = _as_head_lambda("lam_neg", lam_neg, heads)
+    return lp * o_pos - ln * o_neg
