@@ -1,0 +1,125 @@
+"""The attention function and mask builder that gpam registers with transformers.
+
+Registered under :data:`ATTN_IMPLEMENTATION` in ``transformers.AttentionInterface`` and
+``transformers.masking_utils.AttentionMaskInterface``. The mask builder is transformers' own
+``sdpa_mask`` (boolean, True = keep, or ``None`` when SDPA's ``is_causal`` can be used instead);
+without a registered mask builder transformers would pass no mask at all and causal masking would
+be silently dropped. Layers that carry no gpam state (not chosen in ``convert(layers=...)``, or
+cross-attention) fall back to transformers' SDPA function with the same mask, so they compute
+exactly what the unconverted model computed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from gpam import functional as gf
+from gpam.hf._compat import require_transformers
+from gpam.hf.params import GpamAttentionState
+
+ATTN_IMPLEMENTATION = "gpam"
+_CTX = "_gpam_ctx"
+
+
+def gpam_attention_forward(
+    module: nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs: Any,
+) -> tuple[Tensor, Tensor | None]:
+    """transformers attention-function contract, computed by ``gpam.functional``.
+
+    query (B, H, Tq, D), key/value (B, H_kv, Tkv, D) (grouped-query heads are expanded by the
+    gpam core); ``attention_mask`` bool (B|1, 1, Tq, Tkv) or None. Returns
+    ``(out (B, Tq, H, D), weights (B, H, Tq, Tkv) or None)``.
+    """
+    state = getattr(module, "gpam", None)
+    if not isinstance(state, GpamAttentionState):
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(
+            module,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=dropout,
+            scaling=scaling,
+            is_causal=is_causal,
+            **kwargs,
+        )
+    if kwargs.get("position_bias") is not None or kwargs.get("softcap") is not None:
+        raise ValueError("gpam attention does not support position_bias or softcap")
+    q_len = query.shape[2]
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    # Same rule as transformers' SDPA path: with no mask, causal only when several new queries.
+    causal = bool(q_len > 1 and attention_mask is None and causal)
+    if causal and key.shape[2] > q_len:  # prefill of an empty static cache (top-left causal)
+        key, value = key[:, :, :q_len], value[:, :, :q_len]
+    ctx = getattr(module, _CTX, None) or {}
+    want_weights = bool(kwargs.get("output_attentions", False))
+    common: dict[str, Any] = {
+        "attn_mask": attention_mask,
+        "is_causal": causal,
+        "dropout_p": float(dropout),
+        "scale": scaling,
+        "return_weights": want_weights,
+    }
+    if state.attention == "dagpam":
+        q_neg = state.negative_query(query, ctx.get("hidden"), ctx.get("rope"))
+        lam = state.lam_neg().to(query.dtype)
+        res = gf.dagpam_attention(query, q_neg, key, value, lam_neg=lam, **common)
+    else:
+        res = gf.attention(state.attention, query, key, value, **common)
+    out, weights = res if want_weights else (res, None)
+    return out.transpose(1, 2).contiguous(), weights
+
+
+def _stash_inputs(module: nn.Module, args: tuple, kwargs: dict) -> None:
+    """Forward pre-hook: keep the layer input / rotary (cos, sin) for the negative query."""
+    state = module.gpam
+    ctx: dict[str, Any] = {}
+    if state.neg_query == "full":
+        ctx["hidden"] = args[0] if args else kwargs.get("hidden_states")
+    if getattr(module, "_gpam_rotary", False):
+        rope = kwargs.get("position_embeddings")
+        if rope is None and len(args) > 1 and isinstance(args[1], tuple):
+            rope = args[1]
+        if rope is None:
+            raise RuntimeError("gpam: rotary layer called without position_embeddings")
+        ctx["rope"] = rope
+    setattr(module, _CTX, ctx)
+
+
+def _clear_inputs(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+    """Forward hook: drop the references kept by :func:`_stash_inputs`."""
+    setattr(module, _CTX, None)
+
+
+def attach_hooks(module: nn.Module, rotary: bool) -> None:
+    """Register the pre/post hooks a layer needs (only when the negative query needs inputs)."""
+    module._gpam_rotary = rotary
+    state = module.gpam
+    if state.attention == "dagpam" and (rotary or state.neg_query == "full"):
+        module.register_forward_pre_hook(_stash_inputs, with_kwargs=True)
+        module.register_forward_hook(_clear_inputs, with_kwargs=True)
+
+
+def register() -> str:
+    """Register gpam's attention function and mask builder with transformers (idempotent)."""
+    transformers = require_transformers()
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    transformers.AttentionInterface.register(ATTN_IMPLEMENTATION, gpam_attention_forward)
+    AttentionMaskInterface.register(ATTN_IMPLEMENTATION, sdpa_mask)
+    return ATTN_IMPLEMENTATION
+
+
+__all__ = ["ATTN_IMPLEMENTATION", "attach_hooks", "gpam_attention_forward", "register"]

@@ -1,0 +1,196 @@
+"""Fine-tune a converted causal LM: a minimal AdamW loop and a text-file entry point (CLI)."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from gpam._io import atomic_write_json
+from gpam.hf._compat import require_transformers
+from gpam.hf.conversion import CONFIG_KEY, convert, gpam_parameters, lambdas, load_converted
+
+TRAINABLE = ("all", "gpam")
+
+
+def _check_ids(name: str, ids: object, seq_len: int) -> Tensor:
+    if not isinstance(ids, Tensor) or ids.dim() != 1 or ids.dtype != torch.long:
+        raise TypeError(f"{name} must be a 1-D LongTensor of token ids")
+    if ids.numel() < seq_len + 1:
+        raise ValueError(
+            f"{name} has {ids.numel()} tokens; need at least seq_len + 1 = {seq_len + 1}"
+        )
+    return ids
+
+
+def _lm_loss(model: nn.Module, batch: Tensor) -> Tensor:
+    """Next-token cross-entropy of ``batch (B, T+1)``: inputs ``[:, :-1]``, targets shifted."""
+    logits = model(input_ids=batch[:, :-1]).logits
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1))
+
+
+@torch.no_grad()
+def evaluate_lm_loss(
+    model: nn.Module,
+    ids: Tensor,
+    *,
+    seq_len: int = 128,
+    batch_size: int = 8,
+    max_batches: int | None = 20,
+) -> float:
+    """Mean next-token loss (nats) over consecutive non-overlapping windows of ``ids (N,)``."""
+    _check_ids("ids", ids, seq_len)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    n = (ids.numel() - 1) // seq_len
+    starts = torch.arange(n) * seq_len
+    total, count = 0.0, 0
+    for i in range(0, n, batch_size):
+        if max_batches is not None and i // batch_size >= max_batches:
+            break
+        s = starts[i : i + batch_size]
+        batch = torch.stack([ids[j : j + seq_len + 1] for j in s.tolist()]).to(device)
+        total += _lm_loss(model, batch).item() * len(s)
+        count += len(s)
+    model.train(was_training)
+    return total / count
+
+
+def finetune(
+    model: nn.Module,
+    train_ids: Tensor,
+    val_ids: Tensor,
+    *,
+    steps: int = 200,
+    batch_size: int = 8,
+    seq_len: int = 128,
+    lr: float = 3e-4,
+    weight_decay: float = 0.0,
+    trainable: str = "all",
+    eval_batches: int | None = 20,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune a (converted) causal LM with AdamW on random windows of ``train_ids (N,)``.
+
+    ``trainable="gpam"`` trains only the parameters ``convert`` added. Returns validation loss
+    before and after (nats/token, on ``val_ids``), the training-loss curve, final lambdas, time.
+    """
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if not isinstance(seq_len, int) or seq_len < 1:
+        raise ValueError(f"seq_len must be an int >= 1, got {seq_len!r}")
+    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if trainable not in TRAINABLE:
+        raise ValueError(f"trainable must be one of {TRAINABLE}, got {trainable!r}")
+    _check_ids("train_ids", train_ids, seq_len)
+    _check_ids("val_ids", val_ids, seq_len)
+    params = gpam_parameters(model) if trainable == "gpam" else list(model.parameters())
+    if not params:
+        raise ValueError("trainable='gpam' but the model has no gpam parameters (convert it first)")
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    before = evaluate_lm_loss(
+        model, val_ids, seq_len=seq_len, batch_size=batch_size, max_batches=eval_batches
+    )
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    model.train()
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    for _ in tqdm(range(steps), desc="finetune", disable=not progress):
+        starts = torch.randint(0, train_ids.numel() - seq_len, (batch_size,), generator=gen)
+        batch = torch.stack([train_ids[s : s + seq_len + 1] for s in starts.tolist()]).to(device)
+        loss = _lm_loss(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    seconds = time.perf_counter() - t0
+    model.eval()
+    after = evaluate_lm_loss(
+        model, val_ids, seq_len=seq_len, batch_size=batch_size, max_batches=eval_batches
+    )
+    return {
+        "val_loss_before": before,
+        "val_loss_after": after,
+        "train_losses": losses,
+        "steps": steps,
+        "seconds": seconds,
+        "lambdas": lambdas(model),
+    }
+
+
+def finetune_text(
+    model_dir: str | os.PathLike,
+    text_file: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    attention: str = "dagpam",
+    lam_neg: float = 0.0,
+    learnable_lambda: bool = True,
+    neg_query: str = "linear",
+    val_fraction: float = 0.1,
+    **finetune_kwargs: Any,
+) -> dict[str, Any]:
+    """Fine-tune the causal LM in ``model_dir`` on a plain-text file; save it to ``out_dir``.
+
+    A model already converted (``config.json`` has a ``gpam`` entry) is loaded with
+    :func:`load_converted`; any other is loaded with ``AutoModelForCausalLM`` and converted with
+    the given settings. The tokenizer must be in ``model_dir`` (``AutoTokenizer``). The last
+    ``val_fraction`` of the text is the validation split. Writes the model + tokenizer
+    (safetensors) and ``metrics.json`` to ``out_dir``; returns the metrics.
+    """
+    transformers = require_transformers()
+    model_dir, text_file, out_dir = Path(model_dir), Path(text_file), Path(out_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ValueError(f"model_dir: {str(model_dir)!r} holds no config.json")
+    if not text_file.is_file():
+        raise ValueError(f"text_file: {str(text_file)!r} is not a file")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as err:
+        msg = f"model_dir: no tokenizer could be loaded from {str(model_dir)!r}"
+        raise ValueError(msg) from err
+    config = transformers.AutoConfig.from_pretrained(model_dir)
+    if isinstance(getattr(config, CONFIG_KEY, None), dict):
+        model = load_converted(model_dir)
+    else:
+        model = transformers.AutoModelForCausalLM.from_pretrained(model_dir)
+        convert(
+            model,
+            attention=attention,
+            lam_neg=lam_neg,
+            learnable_lambda=learnable_lambda,
+            neg_query=neg_query,
+        )
+    text = text_file.read_text(encoding="utf-8")
+    ids = torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)
+    cut = int(ids.numel() * (1.0 - val_fraction))
+    metrics = finetune(model, ids[:cut], ids[cut:], **finetune_kwargs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    metrics = {
+        **metrics,
+        "model_dir": str(model_dir),
+        "text_file": str(text_file),
+        "gpam": getattr(model.config, CONFIG_KEY),
+    }
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+__all__ = ["evaluate_lm_loss", "finetune", "finetune_text"]
