@@ -254,12 +254,13 @@ def test_dagpam_non_affine_row_sums() -> None:
     )
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("name", ["plain", "causal_and_mask", "gqa"])
 def test_dagpam_lam_zero_equals_softmax(name: str, dtype: torch.dtype) -> None:
+    """SPEC 1: with lam_neg = 0 daGPAM is softmax attention exactly (same bits)."""
     inputs, kw = build("dagpam", name, dtype=dtype)
     q_pos, q_neg, k, v = inputs.values()
-    atol = 1e-6 if dtype == torch.float32 else 1e-13
+    atol = 0.0
     sm_out, sm_w = GF.softmax_attention(q_pos, k, v, return_weights=True, **kw)
     da_out, da_w = GF.dagpam_attention(q_pos, q_neg, k, v, lam_neg=0.0, return_weights=True, **kw)
     torch.testing.assert_close(da_w, sm_w, rtol=0, atol=atol)
@@ -399,3 +400,16 @@ def test_bfloat16_finite_and_close(variant: str) -> None:
     big = {k: (t.detach() * 30).requires_grad_() for k, t in inputs.items()}
     out_big = lib(variant, big, **kw)
     assert torch.isfinite(out_big).all()
+
+
+def test_attention_dispatch_diff() -> None:
+    inputs, kw = build("diff", "causal_and_mask")
+    q1, q2, k1, k2, v = inputs.values()
+    direct = GF.diff_attention(q1, q2, k1, k2, v, lam=0.3, **kw)
+    got = GF.attention("diff", q1, k1, v, q2=q2, k2=k2, lam=0.3, **kw)
+    torch.testing.assert_close(got, direct, rtol=0, atol=0)
+    # Without q2/k2, adjacent sub-heads (2i, 2i+1) of q and k form the pairs of head i.
+    q = torch.stack([q1, q2], dim=2).flatten(1, 2)
+    k = torch.stack([k1, k2], dim=2).flatten(1, 2)
+    want, _ = reference("diff", inputs, lam=0.3, **kw)
+    torch.testing.assert_close(GF.attention("diff", q, k, v, lam=0.3, **kw), want)

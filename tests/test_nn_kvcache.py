@@ -36,7 +36,7 @@ def test_token_by_token_equals_full(attention: str) -> None:
     torch.testing.assert_close(decode(mha, x, [1] * 7), full)
 
 
-@pytest.mark.parametrize("attention", ["softmax", "dagpam", "coda"])
+@pytest.mark.parametrize("attention", ["softmax", "dagpam", "diff", "coda", "sigmoid"])
 def test_several_tokens_per_step(attention: str) -> None:
     e, h = dims(attention)
     mha = gpam.MultiheadAttention(e, h, attention=attention).double().eval()
@@ -125,3 +125,21 @@ def test_cache_grows() -> None:
     _, cache = mha(x[:, 3:], kv_cache=cache, is_causal=True)
     assert cache.length == 5
     assert cache.k.shape == (2, H, 5, E // H) and cache.v.shape == cache.k.shape
+
+
+@pytest.mark.parametrize("attention", ["softmax", "dagpam"])
+def test_rotary_decoding_equals_full(attention: str) -> None:
+    """Rotary tables for the new positions only; cached keys keep their rotation."""
+    from gpam.nn import RotaryEmbedding
+
+    mha = gpam.MultiheadAttention(E, H, attention=attention).double().eval()
+    rope = RotaryEmbedding(E // H)
+    x = torch.randn(2, 6, E, dtype=torch.float64)
+    full = mha(x, is_causal=True, rotary=rope(torch.arange(6)))
+    assert not torch.allclose(full, mha(x, is_causal=True))  # rotary changes the result
+    cache, outs = KVCache(), []
+    for start, n in ((0, 3), (3, 1), (4, 2)):
+        pos = torch.arange(start, start + n)
+        out, cache = mha(x[:, start : start + n], kv_cache=cache, is_causal=True, rotary=rope(pos))
+        outs.append(out)
+    torch.testing.assert_close(torch.cat(outs, 1), full)

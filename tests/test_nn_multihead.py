@@ -395,3 +395,49 @@ def test_diff_layer_matches_reference() -> None:
     o = o * torch.rsqrt(o.square().mean(-1, keepdim=True) + 1e-5) * mha.subln.weight
     want = mha.out_proj(_merge(o * (1 - lam_init)))
     torch.testing.assert_close(mha(x, is_causal=True), want)
+
+
+def test_from_torch_equals_torch() -> None:
+    theirs = nn.MultiheadAttention(E, H, batch_first=True, dtype=torch.float64)
+    with torch.no_grad():
+        theirs.in_proj_bias.normal_()
+    ours = gpam.MultiheadAttention.from_torch(theirs, attention="softmax")
+    x = torch.randn(2, 5, E, dtype=torch.float64)
+    torch.testing.assert_close(ours(x), theirs(x, x, x, need_weights=False)[0])
+    da = gpam.MultiheadAttention.from_torch(theirs, attention="dagpam", lam_neg=0.0)
+    torch.testing.assert_close(da(x), theirs(x, x, x, need_weights=False)[0])
+
+
+@pytest.mark.parametrize("attention", list(gpam.VARIANTS))
+def test_fully_padded_sequence_gives_bias_only(attention: str) -> None:
+    """A batch element whose keys are all padding attends to nothing: out_proj(0) = its bias."""
+    e, h = dims(attention)
+    mha = gpam.MultiheadAttention(e, h, attention=attention)
+    x = torch.randn(2, 4, e, requires_grad=True)
+    pad = torch.zeros(2, 4, dtype=torch.bool)
+    pad[1] = True
+    out = mha(x, key_padding_mask=pad, is_causal=True)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out[1], mha.out_proj.bias.expand(4, e).detach())
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in mha.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("attention", list(gpam.VARIANTS))
+def test_bfloat16_layer_stays_finite(attention: str) -> None:
+    e, h = dims(attention)
+    mha = gpam.MultiheadAttention(e, h, attention=attention, dtype=torch.bfloat16)
+    x = (torch.randn(2, 6, e) * 20).to(torch.bfloat16)
+    out = mha(x, is_causal=True)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    out.float().square().mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in mha.parameters() if p.grad is not None)
+
+
+def test_dagpam_layer_weights_are_affine() -> None:
+    mha = gpam.MultiheadAttention(E, H, lam_neg=0.6)
+    x = torch.randn(2, 5, E) * 10  # peaked attention, so the two maps differ clearly
+    _, w = mha(x, is_causal=True, need_weights=True)
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, H, 5))
+    assert (w < 0).any() and w.min() >= -0.6 - 1e-6
