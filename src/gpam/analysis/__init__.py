@@ -1,1 +1,98 @@
-"""gpam.analysis"""
+"""The paper's analyses: rank collapse, lambda sweeps, gradient tracking and Dong et al.'s bound.
+
+Entry points (each writes ``*.json``, ``*.png`` and ``report.md`` to ``out``):
+``run_rank_collapse(out, **config)``, ``run_faithfulness(out, **config)``,
+``run_gradients(out, **config)``; the config keywords are the fields of
+``RankCollapseConfig``, ``FaithfulnessConfig`` and ``GradientsConfig``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gpam.analysis.bounds import bound_factor, bound_shrink, head_betas, shrink
+from gpam.analysis.explicit import AttentionRecord, explicit_attention
+from gpam.analysis.faithfulness import FaithfulnessConfig, faithfulness
+from gpam.analysis.gradients import GradientsConfig, gradients
+from gpam.analysis.measures import (
+    composite_norm,
+    norm_1,
+    norm_inf,
+    relative_residual_composite,
+    relative_residual_fro,
+    residual,
+    row_entropy,
+    row_max,
+)
+from gpam.analysis.rank_collapse import RankCollapseConfig, StackConfig, rank_collapse
+from gpam.analysis.stacks import ARCHITECTURES, VariantSpec, build_stack, run_stack
+
+__all__ = [
+    "ARCHITECTURES",
+    "AttentionRecord",
+    "FaithfulnessConfig",
+    "GradientsConfig",
+    "RankCollapseConfig",
+    "StackConfig",
+    "VariantSpec",
+    "bound_factor",
+    "bound_shrink",
+    "build_stack",
+    "composite_norm",
+    "explicit_attention",
+    "faithfulness",
+    "gradients",
+    "head_betas",
+    "norm_1",
+    "norm_inf",
+    "rank_collapse",
+    "relative_residual_composite",
+    "relative_residual_fro",
+    "residual",
+    "row_entropy",
+    "row_max",
+    "run_faithfulness",
+    "run_gradients",
+    "run_rank_collapse",
+    "run_stack",
+    "shrink",
+]
+
+
+def run_rank_collapse(
+    out: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    show_progress: bool = True,
+    **config: Any,
+) -> dict:
+    """Measure rank collapse (fresh stacks, or a trained checkpoint's layers) and write outputs."""
+    from gpam.analysis.outputs import write_rank_collapse
+
+    if checkpoint is not None:
+        from gpam.analysis.checkpoint import rank_collapse_checkpoint
+
+        result = rank_collapse_checkpoint(checkpoint, show_progress=show_progress, **config)
+    else:
+        result = rank_collapse(RankCollapseConfig(**config), show_progress=show_progress)
+    write_rank_collapse(result, Path(out))
+    return result
+
+
+def run_faithfulness(out: str | Path, *, show_progress: bool = True, **config: Any) -> dict:
+    """Run both lambda sweeps and write ``faithfulness.json``, plots and ``report.md``."""
+    from gpam.analysis.outputs import write_faithfulness
+
+    result = faithfulness(FaithfulnessConfig(**config), show_progress=show_progress)
+    write_faithfulness(result, Path(out))
+    return result
+
+
+def run_gradients(out: str | Path, *, show_progress: bool = True, **config: Any) -> dict:
+    """Train per variant, record gradients, write ``gradients.json``, plots and ``report.md``."""
+    from gpam.analysis.grad_outputs import write_gradients
+
+    result = gradients(GradientsConfig(**config), show_progress=show_progress)
+    write_gradients(result, Path(out))
+    return result

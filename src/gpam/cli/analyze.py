@@ -1,15 +1,222 @@
-"""`gpam analyze`: placeholder until its issue lands (owned by that issue's developer)."""
+"""`gpam analyze rank-collapse | faithfulness | gradients`: argparse only, one library call each."""
 
 from __future__ import annotations
 
 import argparse
 
+from gpam.cli._common import (
+    add_out,
+    add_seed,
+    comma_floats,
+    comma_list,
+    default_out,
+    non_negative_float,
+    positive_int,
+)
+
+ARCHITECTURES = ("attention", "attention_skip", "preln")
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def _add_stack_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--depth", type=positive_int, default=12, help="layers per stack (default: 12)")
+    p.add_argument("--length", type=positive_int, default=32, help="tokens per input (default: 32)")
+    p.add_argument("--width", type=positive_int, default=64, help="model width d (default: 64)")
+    p.add_argument("--heads", type=positive_int, default=4, help="attention heads (default: 4)")
+    p.add_argument(
+        "--trials",
+        type=positive_int,
+        default=8,
+        help="independent draws of weights and inputs; mean and std are over these (default: 8)",
+    )
+    p.add_argument(
+        "--batch", type=positive_int, default=4, help="inputs per trial, averaged (default: 4)"
+    )
+    p.add_argument(
+        "--dtype",
+        choices=("float64", "float32"),
+        default="float64",
+        help="precision; float64 keeps round-off far below the measured residuals (default)",
+    )
+    p.add_argument(
+        "--input-scale",
+        type=_positive_float,
+        default=1.0,
+        help="standard deviation of the random input tokens (default: 1)",
+    )
+    add_seed(p)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `analyze` command to the `gpam` parser."""
-    p = sub.add_parser("analyze", help="(not yet available)")
-    p.set_defaults(func=_run)
+    p = sub.add_parser(
+        "analyze",
+        help="the paper's analyses: rank collapse, lambda sweeps, gradient tracking",
+        description="Measure rank collapse, the lambda trade-off and gradient flow per variant.",
+    )
+    asub = p.add_subparsers(dest="analysis", metavar="ANALYSIS")
+    asub.required = True
+
+    rc = asub.add_parser(
+        "rank-collapse",
+        help="residual vs depth of attention stacks at initialisation",
+        description="Stacks of freshly initialised attention layers in three architectures; the "
+        "relative residual ||X - 1 x^T|| / ||X|| (Frobenius and Dong et al.'s composite norm) "
+        "after each layer, mean and std over trials.",
+    )
+    rc.add_argument(
+        "--variants",
+        type=comma_list,
+        default=["softmax", "dagpam", "diff", "cog", "coda", "sigmoid"],
+        help="comma-separated variants (default: softmax,dagpam,diff,cog,coda,sigmoid)",
+    )
+    rc.add_argument(
+        "--lam-neg",
+        type=comma_floats,
+        default=[0.5, 1.0, 2.0],
+        help="daGPAM lam_neg values, affine form (default: 0.5,1,2)",
+    )
+    rc.add_argument(
+        "--architectures",
+        type=comma_list,
+        default=list(ARCHITECTURES),
+        help="comma-separated from attention (pure), attention_skip, preln (default: all three)",
+    )
+    rc.add_argument(
+        "--checkpoint",
+        default=None,
+        help="folder of a trained model (gpam.models.save_pretrained): measure its own layers "
+        "as pure-attention, skip and full-block stacks instead of freshly initialised ones",
+    )
+    _add_stack_options(rc)
+    add_out(rc)
+    rc.set_defaults(func=_rank_collapse)
+
+    fa = asub.add_parser(
+        "faithfulness",
+        help="lambda sweeps of the rank-collapse measure for daGPAM",
+        description="(a) lam_neg sweep in the affine form (lam_pos = 1 + lam_neg); (b) lam_pos "
+        "sweep with lam_neg fixed and affine=False (rows sum to lam_pos - lam_neg).",
+    )
+    fa.add_argument(
+        "--lam-neg-values",
+        type=comma_floats,
+        default=[0.0, 0.25, 0.5, 1.0, 2.0, 4.0],
+        help="sweep (a) values (default: 0,0.25,0.5,1,2,4)",
+    )
+    fa.add_argument(
+        "--lam-pos-values",
+        type=comma_floats,
+        default=[1.0, 1.5, 2.0, 3.0, 4.0],
+        help="sweep (b) values (default: 1,1.5,2,3,4)",
+    )
+    fa.add_argument(
+        "--fixed-lam-neg",
+        type=non_negative_float,
+        default=1.0,
+        help="lam_neg held fixed in sweep (b) (default: 1)",
+    )
+    fa.add_argument(
+        "--architecture",
+        choices=ARCHITECTURES,
+        default="attention",
+        help="stack architecture (default: attention, i.e. pure attention)",
+    )
+    _add_stack_options(fa)
+    add_out(fa)
+    fa.set_defaults(func=_faithfulness)
+
+    gr = asub.add_parser(
+        "gradients",
+        help="gradient norms at the attention logits and layer inputs during training",
+        description="Trains a small pre-LN model on a built-in copy task per variant and records, "
+        "per layer and step, gradient norms w.r.t. the attention logits (both maps for daGPAM) "
+        "and the layer input, attention entropy, largest weight per row, the measured residual "
+        "shrink and (softmax) Dong et al.'s single-layer bound.",
+    )
+    gr.add_argument(
+        "--variants",
+        type=comma_list,
+        default=["softmax", "dagpam", "diff", "cog", "coda", "sigmoid"],
+        help="comma-separated variants (default: softmax,dagpam,diff,cog,coda,sigmoid)",
+    )
+    gr.add_argument(
+        "--lam-neg",
+        type=comma_floats,
+        default=[0.5, 1.0, 2.0],
+        help="daGPAM lam_neg values, affine form (default: 0.5,1,2)",
+    )
+    gr.add_argument("--steps", type=positive_int, default=150, help="training steps (default: 150)")
+    gr.add_argument("--batch", type=positive_int, default=32, help="batch size (default: 32)")
+    gr.add_argument("--n-tokens", type=positive_int, default=8, help="symbols to copy (default: 8)")
+    gr.add_argument("--vocab", type=positive_int, default=16, help="vocabulary size (default: 16)")
+    gr.add_argument("--width", type=positive_int, default=64, help="model width (default: 64)")
+    gr.add_argument("--heads", type=positive_int, default=4, help="attention heads (default: 4)")
+    gr.add_argument("--layers", type=positive_int, default=3, help="blocks (default: 3)")
+    gr.add_argument("--lr", type=_positive_float, default=3e-3, help="AdamW learning rate")
+    gr.add_argument(
+        "--record-every", type=positive_int, default=1, help="record every N steps (default: 1)"
+    )
+    gr.add_argument(
+        "--gamma",
+        type=_positive_float,
+        default=1.0,
+        help="gamma in Dong et al.'s bound; its exact definition is unconfirmed (default: 1)",
+    )
+    add_seed(gr)
+    add_out(gr)
+    gr.set_defaults(func=_gradients)
 
 
-def _run(args: argparse.Namespace) -> int:
-    raise ValueError("this command is not available yet")
+def _stack_kwargs(args: argparse.Namespace) -> dict:
+    names = ("depth", "length", "width", "heads", "trials", "batch", "dtype", "input_scale", "seed")
+    return {n: getattr(args, n) for n in names}
+
+
+def _rank_collapse(args: argparse.Namespace) -> int:
+    from gpam.analysis import run_rank_collapse
+
+    out = args.out or default_out("gpam-rank-collapse")
+    run_rank_collapse(
+        out,
+        variants=args.variants,
+        lam_neg=args.lam_neg,
+        architectures=args.architectures,
+        checkpoint=args.checkpoint,
+        **_stack_kwargs(args),
+    )
+    print(f"wrote {out}/rank_collapse.json, plots and report.md")
+    return 0
+
+
+def _faithfulness(args: argparse.Namespace) -> int:
+    from gpam.analysis import run_faithfulness
+
+    out = args.out or default_out("gpam-faithfulness")
+    run_faithfulness(
+        out,
+        lam_neg_values=args.lam_neg_values,
+        lam_pos_values=args.lam_pos_values,
+        fixed_lam_neg=args.fixed_lam_neg,
+        architecture=args.architecture,
+        **_stack_kwargs(args),
+    )
+    print(f"wrote {out}/faithfulness.json, plots and report.md")
+    return 0
+
+
+def _gradients(args: argparse.Namespace) -> int:
+    from gpam.analysis import run_gradients
+
+    out = args.out or default_out("gpam-gradients")
+    names = ("variants", "lam_neg", "steps", "batch", "n_tokens", "vocab", "width", "heads")
+    names += ("layers", "lr", "record_every", "gamma", "seed")
+    run_gradients(out, **{n: getattr(args, n) for n in names})
+    print(f"wrote {out}/gradients.json, plots and report.md")
+    return 0

@@ -1,0 +1,137 @@
+"""Attention stacks at initialisation for the rank-collapse analyses.
+
+Three architectures (Dong et al. 2021, section 2-3):
+
+* ``attention``: pure attention, ``X_{l+1} = SA_l(X_l)`` (no skip, no MLP, no norm);
+* ``attention_skip``: ``X_{l+1} = X_l + SA_l(X_l)``;
+* ``preln``: full pre-LN Transformer blocks, ``H = X + SA(LN(X))``, ``X_{l+1} = H + MLP(LN(H))``.
+
+Each layer is a ``gpam.MultiheadAttention`` with the library's own initialisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+ARCHITECTURES = ("attention", "attention_skip", "preln")
+VARIANTS = ("softmax", "dagpam", "diff", "cog", "coda", "sigmoid")
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One attention setting: variant name plus daGPAM's lambdas (``None`` for other variants)."""
+
+    variant: str
+    lam_neg: float | None = None
+    lam_pos: float | None = None
+    affine: bool = True
+
+    def label(self) -> str:
+        """Short human label, e.g. ``dagpam lam_neg=1`` or ``dagpam lam_pos=2,lam_neg=1``."""
+        if self.variant != "dagpam":
+            return self.variant
+        if self.affine:
+            return f"dagpam lam_neg={self.lam_neg:g}"
+        return f"dagpam lam_pos={self.lam_pos:g},lam_neg={self.lam_neg:g}"
+
+    def effective_lam_pos(self) -> float | None:
+        """``lam_pos`` as used: ``1 + lam_neg`` in the affine form."""
+        if self.variant != "dagpam":
+            return None
+        return 1.0 + float(self.lam_neg) if self.affine else float(self.lam_pos)
+
+
+def check_spec(spec: VariantSpec) -> None:
+    """Raise ValueError for an unknown variant or invalid lambdas."""
+    if spec.variant not in VARIANTS:
+        raise ValueError(f"variants: unknown variant {spec.variant!r}; expected one of {VARIANTS}")
+    if spec.variant == "dagpam":
+        if spec.lam_neg is None or not spec.lam_neg >= 0:
+            raise ValueError(f"lam_neg must be a number >= 0, got {spec.lam_neg!r}")
+        if not spec.affine and (spec.lam_pos is None or not spec.lam_pos >= 0):
+            raise ValueError(
+                f"lam_pos must be a number >= 0 when affine=False, got {spec.lam_pos!r}"
+            )
+
+
+def make_attention(
+    spec: VariantSpec,
+    width: int,
+    heads: int,
+    *,
+    layer_idx: int = 0,
+    bias: bool = True,
+    dtype: torch.dtype = torch.float32,
+) -> nn.Module:
+    """A freshly initialised ``gpam.MultiheadAttention`` for ``spec`` (self-attention)."""
+    from gpam.nn import MultiheadAttention
+
+    check_spec(spec)
+    kwargs: dict = {"attention": spec.variant, "bias": bias, "layer_idx": layer_idx, "dtype": dtype}
+    if spec.variant == "dagpam":
+        kwargs["lam_neg"] = float(spec.lam_neg)
+        if not spec.affine:
+            kwargs["affine"] = False
+            kwargs["lam_pos"] = float(spec.lam_pos)
+    return MultiheadAttention(width, heads, **kwargs)
+
+
+class Block(nn.Module):
+    """One layer of an analysis stack; ``forward`` maps (B, n, d) -> (B, n, d)."""
+
+    def __init__(self, attn: nn.Module, architecture: str, width: int, dtype: torch.dtype):
+        super().__init__()
+        self.attn = attn
+        self.architecture = architecture
+        if architecture == "preln":
+            self.ln1 = nn.LayerNorm(width, dtype=dtype)
+            self.ln2 = nn.LayerNorm(width, dtype=dtype)
+            self.mlp = nn.Sequential(
+                nn.Linear(width, 4 * width, dtype=dtype),
+                nn.GELU(),
+                nn.Linear(4 * width, width, dtype=dtype),
+            )
+
+    def forward(self, x: Tensor, is_causal: bool = False) -> Tensor:
+        if self.architecture == "attention":
+            return self.attn(x, is_causal=is_causal)
+        if self.architecture == "attention_skip":
+            return x + self.attn(x, is_causal=is_causal)
+        h = x + self.attn(self.ln1(x), is_causal=is_causal)
+        return h + self.mlp(self.ln2(h))
+
+
+def build_stack(
+    spec: VariantSpec,
+    architecture: str,
+    depth: int,
+    width: int,
+    heads: int,
+    *,
+    dtype: torch.dtype = torch.float64,
+) -> nn.ModuleList:
+    """``depth`` freshly initialised layers (uses the global torch RNG: seed it first)."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"architectures: unknown architecture {architecture!r}; expected one of {ARCHITECTURES}"
+        )
+    layers = [
+        Block(
+            make_attention(spec, width, heads, layer_idx=i, dtype=dtype), architecture, width, dtype
+        )
+        for i in range(depth)
+    ]
+    return nn.ModuleList(layers)
+
+
+@torch.no_grad()
+def run_stack(layers: nn.ModuleList, x: Tensor) -> list[Tensor]:
+    """Hidden states ``[X_0 = x, X_1, ..., X_depth]``, each (B, n, d)."""
+    states = [x]
+    for layer in layers:
+        x = layer(x)
+        states.append(x)
+    return states
