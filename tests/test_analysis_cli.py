@@ -74,3 +74,24 @@ def test_bad_values_give_one_line_error(argv, needle, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("gpam analyze: error:") and needle in err[0]
     assert not (tmp_path / "x").exists()
+
+
+def test_rank_collapse_on_a_checkpoint(tmp_path):
+    import torch
+
+    from gpam.models import LMConfig, TransformerLM, save_pretrained
+
+    torch.manual_seed(0)
+    cfg = LMConfig(vocab_size=12, d_model=8, n_layers=2, n_heads=2, max_len=8, lam_neg=1.0)
+    save_pretrained(TransformerLM(cfg), tmp_path / "ckpt")
+    out = tmp_path / "rc"
+    argv = ["analyze", "rank-collapse", "--checkpoint", str(tmp_path / "ckpt"), "--length", "6"]
+    assert main([*argv, "--trials", "2", "--batch", "2", "--out", str(out)]) == 0
+    data = json.loads((out / "rank_collapse.json").read_text())
+    assert data["config"]["depth"] == 2 and data["config"]["width"] == 8
+    assert [r["architecture"] for r in data["results"]] == ["attention", "attention_skip", "preln"]
+    for r in data["results"]:
+        assert r["variant"] == "dagpam" and r["lam_neg"] == 1.0
+        assert len(r["residual_fro_mean"]) == 3 and r["seeds"] == [0, 1]
+    assert "checkpoint" in (out / "report.md").read_text()
+    assert main([*argv[:3], str(tmp_path / "missing"), "--out", str(out)]) == 2

@@ -27,7 +27,8 @@ def _stack_text(cfg: dict) -> str:
         f"depth {cfg['depth']}, length {cfg['length']}, width {cfg['width']}, "
         f"heads {cfg['heads']}, "
         f"{cfg['trials']} trials x batch {cfg['batch']} (seeds {cfg['seed']}..."
-        f"{cfg['seed'] + cfg['trials'] - 1}), {cfg['dtype']}, inputs N(0, {cfg['input_scale']:g}^2)"
+        f"{cfg['seed'] + cfg['trials'] - 1}), {cfg['dtype']}, "
+        + cfg.get("inputs", f"inputs N(0, {cfg['input_scale']:g}^2)")
     )
 
 
@@ -56,9 +57,15 @@ def write_rank_collapse(result: dict, out: Path) -> list[Path]:
     eps = eps_of(cfg["dtype"])
     floor = 1000 * eps
     lines = [
-        "# Rank collapse at initialisation",
+        "# Rank collapse "
+        + ("on a checkpoint's layers" if cfg.get("checkpoint") else "at initialisation"),
         "",
-        f"Stacks of freshly initialised `gpam.MultiheadAttention` layers: {_stack_text(cfg)}.",
+        (
+            "Layers of a trained checkpoint"
+            if cfg.get("checkpoint")
+            else "Stacks of freshly initialised `gpam.MultiheadAttention` layers"
+        )
+        + f": {_stack_text(cfg)}.",
         "Residual `res(X) = X - 1 x^T` with `x` the token mean, measured after each layer "
         "(layer 0 = the input). `*` marks means below 1000 machine epsilons "
         f"({floor:.1e}), i.e. at round-off level, where differences carry no information.",
@@ -70,6 +77,8 @@ def write_rank_collapse(result: dict, out: Path) -> list[Path]:
     for arch in archs:
         rs = [r for r in result["results"] if r["architecture"] == arch]
         title = ARCH_TITLES.get(arch, arch)
+        if cfg.get("checkpoint") and arch == "preln":
+            title = "the checkpoint's own full Transformer layers"
         png = out / f"rank_collapse_{arch}.png"
         plots.residual_curves(rs, png, title=f"Rank collapse: {title}", eps=eps)
         written.append(png)
