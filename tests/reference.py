@@ -198,11 +198,14 @@ def sigmoid_ref(
     is_causal: bool = False,
     scale: float | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """``W = sigmoid(S + b + mask)`` with ``b = -log(n)`` (``n`` = number of keys) by default."""
+    """``W = sigmoid(S + b + mask)``; default ``b = -log(n)``, n = keys visible to the row."""
     q, k, v = _prep(q, k, v)
     s = _scores(q, k, scale)
     keep, mbias = mask_parts(attn_mask, is_causal, tuple(s.shape))
-    b = -math.log(k.shape[-2]) if bias is None else bias
+    if bias is None:
+        b = -torch.log(keep.sum(-1, keepdim=True).clamp_min(1).to(s.dtype))
+    else:
+        b = bias
     m = torch.sigmoid(s + b + mbias)
     w = torch.where(keep, m, torch.zeros_like(m))
     return w @ v, w

@@ -53,7 +53,9 @@ def coda_attention(
     k, v = expand_kv(k, q.shape[1]), expand_kv(v, q.shape[1])
     m = explicit_mask(attn_mask, is_causal, q, k)
     scores = m.add_bias((q @ k.transpose(-2, -1)) * s)
-    n = -beta * torch.cdist(q, k, p=1.0) / math.sqrt(d)
+    low = q.dtype in (torch.float16, torch.bfloat16)  # cdist has no half kernels on CPU
+    dist = torch.cdist(q.float(), k.float(), p=1.0).to(q.dtype) if low else torch.cdist(q, k, p=1.0)
+    n = -beta * dist / math.sqrt(d)
     if gate == "sigmoid":
         g = 2.0 * torch.sigmoid(n)
     else:

@@ -32,15 +32,21 @@ def sigmoid_attention(
     """Elementwise sigmoid attention ``sigmoid(q k^T * scale + bias + mask) v``.
 
     Shapes: q (B, H, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) -> (B, H, Lq, Dv).
-    ``bias`` defaults to ``-log(Lk)`` (the paper's recommendation, n = number of keys); a tensor
-    broadcastable to (B, H, Lq, 1) gives per-row biases (``gpam.MultiheadAttention`` uses
-    ``-log(visible keys)`` per row under causal masking, so cached decoding equals a full pass).
-    Masked weights are 0; rows do not sum to a constant. Computed explicitly (L x L).
+    ``bias`` defaults to ``-log(n)`` (the paper's recommendation) with ``n`` the number of keys
+    each row can see: ``Lk`` without a mask, fewer under causal or padding masks, so that cached
+    decoding equals a full pass and padding does not change the result. A float or a tensor
+    broadcastable to (B, H, Lq, 1) overrides it. Masked weights are 0; rows do not sum to a
+    constant. Computed explicitly (L x L).
     """
     check_qkv(q, k, v)
     check_dropout(dropout_p)
+    m = explicit_mask(attn_mask, is_causal, q, k)
     if bias is None:
-        bias = -math.log(k.shape[2])
+        if m.keep is None:
+            bias = -math.log(k.shape[2])
+        else:
+            visible = m.keep.sum(-1, keepdim=True, dtype=q.dtype)
+            bias = -torch.log(visible.clamp_min(1.0))
     elif isinstance(bias, Tensor):
         if not bias.is_floating_point() or not bool(torch.isfinite(bias).all()):
             raise ValueError("bias must be a finite floating-point tensor, a number or None")
@@ -49,7 +55,6 @@ def sigmoid_attention(
         raise ValueError(f"bias must be a finite number, a tensor or None, got {bias!r}")
     s = default_scale(scale, q.shape[-1])
     k, v = expand_kv(k, q.shape[1]), expand_kv(v, q.shape[1])
-    m = explicit_mask(attn_mask, is_causal, q, k)
     w = m.zero_masked(m.add_bias((q @ k.transpose(-2, -1)) * s + bias).sigmoid())
     w = dropout(w, dropout_p)
     return (w @ v, w) if return_weights else w @ v

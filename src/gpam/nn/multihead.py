@@ -131,10 +131,10 @@ class MultiheadAttention(nn.Module):
     ) -> None:
         h, d = self.num_heads, self.head_dim
         if self.neg_query == "linear":
-            w = torch.empty(h, d, d, **factory)
+            w = torch.empty(h, d, d, device=factory["device"])  # float32: QR has no bf16 kernel
             for i in range(h):
                 nn.init.orthogonal_(w[i])
-            self.neg_weight = nn.Parameter(w)
+            self.neg_weight = nn.Parameter(w.to(factory["dtype"] or torch.get_default_dtype()))
         elif self.neg_query == "full":
             self.q_neg_proj = nn.Linear(self.embed_dim, self.embed_dim, bias=bias, **factory)
         self._lam_neg_value, self._lam_pos_value = float(lam_neg), lam_pos
@@ -280,11 +280,7 @@ class MultiheadAttention(nn.Module):
         mask, causal = merge_masks(
             key_padding_mask, attn_mask, is_causal, past, b, length, k.shape[2], q.dtype, q.device
         )
-        extra: dict[str, Any] = {}
-        if self.attention == "sigmoid" and is_causal and "bias" not in self.attn_kwargs:
-            visible = torch.arange(past + 1, past + length + 1, device=q.device, dtype=q.dtype)
-            extra["bias"] = -torch.log(visible)[:, None]  # n = keys visible to each row
-        out = self._attend(q, q_neg, k, v, mask, causal, need_weights, extra)
+        out = self._attend(q, q_neg, k, v, mask, causal, need_weights)
         weights = None
         if need_weights:
             out, weights = out
@@ -344,10 +340,8 @@ class MultiheadAttention(nn.Module):
         mask: Tensor | None,
         causal: bool,
         need_weights: bool,
-        extra: dict[str, Any],
     ) -> Tensor | tuple[Tensor, Tensor]:
         common: dict[str, Any] = {
-            **extra,
             "attn_mask": mask,
             "is_causal": causal,
             "dropout_p": self.dropout if self.training else 0.0,
