@@ -28,6 +28,7 @@ _EXPORTS = {
     "finetune": "gpam.hf.finetuning",
     "evaluate_lm_loss": "gpam.hf.finetuning",
     "finetune_text": "gpam.hf.finetuning",
+    "char_tokenizer": "gpam.hf.finetuning",
 }
 
 

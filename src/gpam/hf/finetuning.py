@@ -131,6 +131,23 @@ def finetune(
     }
 
 
+def char_tokenizer(text: str, unk_token: str = "[UNK]") -> Any:
+    """A character-level ``PreTrainedTokenizerFast`` over the characters of ``text`` (id 0 = unk).
+
+    Saved with ``save_pretrained`` it loads back with ``AutoTokenizer`` (for tiny test models).
+    """
+    transformers = require_transformers()
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    if not isinstance(text, str) or not text:
+        raise ValueError("text must be a non-empty string")
+    vocab = {unk_token: 0, **{c: i + 1 for i, c in enumerate(sorted(set(text)))}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=unk_token))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token=unk_token)
+
+
 def finetune_text(
     model_dir: str | os.PathLike,
     text_file: str | os.PathLike,
@@ -193,4 +210,4 @@ def finetune_text(
     return metrics
 
 
-__all__ = ["evaluate_lm_loss", "finetune", "finetune_text"]
+__all__ = ["char_tokenizer", "evaluate_lm_loss", "finetune", "finetune_text"]
