@@ -92,15 +92,21 @@ def comparison_lines(runs: list[dict], key: str, what: str) -> list[str]:
             med = _median_ratio(lay[key][:n], base["layers"][li][key][:n])
             if frac is None:
                 continue
-            parts.append(f"layer {li}: {100 * frac:.0f}% of steps (median ratio {fmt(med)})")
-        verdict = _verdict([p for p in parts], r, base, key, n)
+            q = max(1, n // 4)  # the last quarter of training
+            late = _frac_larger(lay[key][n - q : n], base["layers"][li][key][n - q : n])
+            parts.append(
+                f"layer {li}: {100 * frac:.0f}% of steps, {100 * late:.0f}% of the last "
+                f"{q} (median ratio {fmt(med)})"
+            )
+        verdict = _verdict(r, base, key, n)
         lines.append(
             f"- {r['label']} {what} larger than softmax's at " + "; ".join(parts) + verdict
         )
     return lines
 
 
-def _verdict(parts: list, r: dict, base: dict, key: str, n: int) -> str:
+def _verdict(r: dict, base: dict, key: str, n: int) -> str:
+    """A closing clause when the comparison holds (or fails) at every step in every layer."""
     fracs = [
         _frac_larger(lay[key][:n], base["layers"][li][key][:n])
         for li, lay in enumerate(r["layers"])
