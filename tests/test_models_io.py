@@ -19,6 +19,15 @@ from gpam.models import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest (and suffer least from a busy machine) on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _perturb(model: torch.nn.Module) -> None:
     """Move every weight away from its initial value so a fresh init cannot pass the test."""
     with torch.no_grad():

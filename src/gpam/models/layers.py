@@ -182,18 +182,25 @@ class TransformerLayer(nn.Module):
         return x
 
 
-def init_weights(module: nn.Module, std: float = 0.02) -> None:
-    """GPT-2 style init for the layers the models own (attention layers keep the core's init)."""
+def init_weights(module: nn.Module, embed_std: float = 0.02, linear: str = "normal") -> None:
+    """Initialise the layers the models own (attention layers keep the core's own init).
+
+    Embeddings: ``N(0, embed_std^2)``. Linear weights: ``N(0, 0.02^2)`` (``"normal"``, GPT-2)
+    or Xavier-uniform (``"xavier"``, Vaswani et al. / fairseq); biases zero.
+    """
     skip = {
         id(p) for m in module.modules() if isinstance(m, MultiheadAttention) for p in m.parameters()
     }
     for m in module.modules():
         if isinstance(m, nn.Linear) and id(m.weight) not in skip:
-            nn.init.normal_(m.weight, mean=0.0, std=std)
+            if linear == "xavier":
+                nn.init.xavier_uniform_(m.weight)
+            else:
+                nn.init.normal_(m.weight, mean=0.0, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, mean=0.0, std=std)
+            nn.init.normal_(m.weight, mean=0.0, std=embed_std)
 
 
 def cache_length(cache: KVCache | None) -> int:

@@ -55,7 +55,9 @@ class Seq2SeqTransformer(nn.Module):
         self.dec_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if pre else None
         self.out_proj = nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)
         self.embed_scale = math.sqrt(c.d_model) if c.scale_embeddings else 1.0
-        init_weights(self, std=c.d_model**-0.5 if c.scale_embeddings else 0.02)
+        init_weights(
+            self, embed_std=c.d_model**-0.5 if c.scale_embeddings else 0.02, linear="xavier"
+        )
         tied: list[str] = []
         if c.tie_embeddings in ("decoder", "all"):
             self.out_proj.weight = self.tgt_emb.weight
