@@ -6,6 +6,8 @@ are shared, so ``W V = lam_pos * (A_pos V) - lam_neg * (A_neg V)`` and no L x L 
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -67,7 +69,9 @@ def dagpam_attention(
     (default) ``lam_pos = 1 + lam_neg`` and every row of W sums to 1 with entries in
     ``[-lam_neg, lam_pos]``; with ``affine=False`` both are free and rows sum to
     ``lam_pos - lam_neg``. ``lam_neg = 0`` is exactly softmax attention.
-    The default path runs ``F.scaled_dot_product_attention`` twice (memory linear in L);
+    On CUDA with Triton installed (and no mask, dropout or weights requested) a fused kernel
+    reads K/V once for both maps (``GPAM_FUSED=0`` turns it off); otherwise the path runs
+    ``F.scaled_dot_product_attention`` twice (memory linear in L);
     ``return_weights=True`` computes and returns the explicit W of shape (B, H, Lq, Lk).
     Dropout (``dropout_p``) is applied to each softmax map independently.
     """
@@ -77,6 +81,10 @@ def dagpam_attention(
     num_heads = q_pos.shape[1]
     lp, ln = resolve_lambdas(lam_pos, lam_neg, affine, num_heads, q_pos)
     s = default_scale(scale, q_pos.shape[-1])
+    if q_pos.is_cuda and _use_fused(q_pos, k, v, attn_mask, dropout_p, return_weights):
+        from gpam.kernels import dagpam_fused
+
+        return dagpam_fused(q_pos, q_neg, k, v, lp, ln, bool(is_causal), s)
     k, v = expand_kv(k, num_heads), expand_kv(v, num_heads)
     if return_weights:
         m = explicit_mask(attn_mask, is_causal, q_pos, k)
@@ -98,3 +106,16 @@ def dagpam_attention(
     else:
         out = lp * o_pos - ln * o_neg
     return out if dead is None else out.masked_fill(dead, 0.0)
+
+
+def _use_fused(
+    q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout_p: float, weights: bool
+) -> bool:
+    """Whether the fused Triton kernel applies (CUDA, triton, supported shapes, no mask/dropout)."""
+    if os.environ.get("GPAM_FUSED", "1") == "0" or v.shape[-1] != q.shape[-1]:
+        return False
+    from gpam.kernels import fused_dagpam_available
+
+    return fused_dagpam_available(
+        q, k, attn_mask=attn_mask, dropout_p=dropout_p, return_weights=weights
+    )
