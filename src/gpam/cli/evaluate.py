@@ -1,15 +1,150 @@
-"""`gpam evaluate`: placeholder until its issue lands (owned by that issue's developer)."""
+"""`gpam eval lm|nmt`: perplexity / bits per character, or BLEU / chrF with beam search."""
 
 from __future__ import annotations
 
 import argparse
 
+from gpam.cli._common import add_device, add_out, default_out, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the `evaluate` command to the `gpam` parser."""
-    p = sub.add_parser("eval", help="(not yet available)")
-    p.set_defaults(func=_run)
+    """Add ``gpam eval lm`` and ``gpam eval nmt``."""
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a trained LM (perplexity) or NMT model (BLEU)",
+        description="Evaluate a model written by `gpam train`.",
+    )
+    tsub = p.add_subparsers(dest="task", metavar="TASK")
+    tsub.required = True
+
+    lm = tsub.add_parser(
+        "lm",
+        help="perplexity (and bits/char) on a held-out text file",
+        description="Perplexity and, for character models, bits per character.",
+    )
+    lm.add_argument(
+        "--model",
+        required=True,
+        help="training --out folder, its model/ folder, or a checkpoint folder",
+    )
+    lm.add_argument("--text", required=True, help="held-out text file (.gz accepted)")
+    lm.add_argument(
+        "--last-fraction",
+        type=float,
+        default=None,
+        help="evaluate only the last FRACTION of the file (e.g. 0.1)",
+    )
+    lm.add_argument(
+        "--seq-len",
+        type=positive_int,
+        default=None,
+        help="context window (default: the model's max_len)",
+    )
+    lm.add_argument("--batch-size", type=positive_int, default=16, help="windows per batch")
+    lm.add_argument(
+        "--max-tokens", type=positive_int, default=None, help="evaluate at most this many tokens"
+    )
+    lm.add_argument(
+        "--skip-bad-lines",
+        action="store_true",
+        help="skip (and count) non-UTF-8 lines instead of stopping",
+    )
+    add_device(lm)
+    add_out(lm)
+    lm.set_defaults(func=_run_lm)
+
+    nmt = tsub.add_parser(
+        "nmt",
+        help="BLEU and chrF (sacrebleu) of beam-search translations",
+        description="Translate a source file with beam search and score it "
+        "against references with sacrebleu BLEU and chrF.",
+    )
+    nmt.add_argument(
+        "--model",
+        required=True,
+        help="training --out folder, its model/ folder, or a checkpoint folder",
+    )
+    nmt.add_argument("--src", required=True, help="source sentences, one per line (.gz ok)")
+    nmt.add_argument("--ref", required=True, help="reference translations, line-aligned")
+    add_beam(nmt)
+    nmt.add_argument(
+        "--limit", type=positive_int, default=None, help="score only the first N sentences"
+    )
+    nmt.add_argument(
+        "--skip-bad-lines",
+        action="store_true",
+        help="skip (and count) non-UTF-8 lines instead of stopping",
+    )
+    add_device(nmt)
+    add_out(nmt)
+    nmt.set_defaults(func=_run_nmt)
 
 
-def _run(args: argparse.Namespace) -> int:
-    raise ValueError("this command is not available yet")
+def add_beam(p: argparse.ArgumentParser) -> None:
+    """Beam-search options shared with `gpam translate`."""
+    p.add_argument("--beam-size", type=positive_int, default=4, help="beam size (default: 4)")
+    p.add_argument(
+        "--length-penalty",
+        type=float,
+        default=1.0,
+        help="GNMT length-penalty exponent, 0 = none (default: 1.0)",
+    )
+    p.add_argument(
+        "--max-len",
+        type=positive_int,
+        default=None,
+        help="longest translation in tokens (default: 2 x source + 10)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=32,
+        help="sentences per beam-search batch (default: 32)",
+    )
+
+
+def _run_lm(a: argparse.Namespace) -> int:
+    from gpam.train.evaluate import run_eval_lm
+
+    out = a.out or default_out("gpam-eval-lm")
+    res = run_eval_lm(
+        a.model,
+        a.text,
+        out,
+        last_fraction=a.last_fraction,
+        seq_len=a.seq_len,
+        batch_size=a.batch_size,
+        max_tokens=a.max_tokens,
+        device=a.device,
+        skip_bad=a.skip_bad_lines,
+    )
+    bpc = f", {res['bits_per_char']:.4f} bits/char" if "bits_per_char" in res else ""
+    print(
+        f"loss {res['loss']:.4f} nats/token, perplexity {res['perplexity']:.3f}{bpc} "
+        f"({res['tokens']} tokens); wrote {out}"
+    )
+    return 0
+
+
+def _run_nmt(a: argparse.Namespace) -> int:
+    from gpam.train.evaluate import run_eval_nmt
+
+    out = a.out or default_out("gpam-eval-nmt")
+    res = run_eval_nmt(
+        a.model,
+        a.src,
+        a.ref,
+        out,
+        beam_size=a.beam_size,
+        length_penalty=a.length_penalty,
+        max_len=a.max_len,
+        batch_size=a.batch_size,
+        limit=a.limit,
+        device=a.device,
+        skip_bad=a.skip_bad_lines,
+    )
+    print(
+        f"BLEU {res['bleu']:.2f}, chrF {res['chrf']:.2f} on {res['sentences']} sentences; "
+        f"wrote {out}"
+    )
+    return 0

@@ -1,15 +1,94 @@
-"""`gpam generate`: placeholder until its issue lands (owned by that issue's developer)."""
+"""`gpam generate` (sample from an LM) and `gpam translate` (stdin -> stdout translations)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+from gpam.cli._common import add_device, add_seed, non_negative_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the `generate` command to the `gpam` parser."""
-    p = sub.add_parser("generate", help="(not yet available)")
-    p.set_defaults(func=_run)
+    """Add ``gpam generate`` and ``gpam translate``."""
+    g = sub.add_parser(
+        "generate",
+        help="sample text from a trained language model",
+        description="Sample continuations of a prompt from a `gpam train lm` "
+        "model; prints them to stdout.",
+    )
+    g.add_argument(
+        "--model",
+        required=True,
+        help="training --out folder, its model/ folder, or a checkpoint folder",
+    )
+    g.add_argument("--prompt", default="", help="text to continue (default: empty)")
+    g.add_argument(
+        "--max-new-tokens", type=positive_int, default=200, help="tokens to sample (default: 200)"
+    )
+    g.add_argument(
+        "--temperature",
+        type=non_negative_float,
+        default=1.0,
+        help="sampling temperature, 0 = greedy (default: 1.0)",
+    )
+    g.add_argument(
+        "--top-k", type=positive_int, default=None, help="sample only from the K most likely tokens"
+    )
+    g.add_argument("--num-samples", type=positive_int, default=1, help="samples (default: 1)")
+    add_seed(g)
+    add_device(g)
+    g.set_defaults(func=_run_generate)
+
+    t = sub.add_parser(
+        "translate",
+        help="translate sentences from stdin with beam search",
+        description="Read source sentences (one per line) from stdin and write "
+        "their translations (one per line) to stdout.",
+    )
+    t.add_argument(
+        "--model",
+        required=True,
+        help="training --out folder, its model/ folder, or a checkpoint folder",
+    )
+    from gpam.cli.evaluate import add_beam
+
+    add_beam(t)
+    add_device(t)
+    t.set_defaults(func=_run_translate)
 
 
-def _run(args: argparse.Namespace) -> int:
-    raise ValueError("this command is not available yet")
+def _run_generate(a: argparse.Namespace) -> int:
+    from gpam.train.evaluate import generate_text
+
+    for i, s in enumerate(
+        generate_text(
+            a.model,
+            a.prompt,
+            max_new_tokens=a.max_new_tokens,
+            temperature=a.temperature,
+            top_k=a.top_k,
+            num_samples=a.num_samples,
+            seed=a.seed,
+            device=a.device,
+        )
+    ):
+        if a.num_samples > 1:
+            print(f"--- sample {i + 1} ---")
+        print(s)
+    return 0
+
+
+def _run_translate(a: argparse.Namespace) -> int:
+    from gpam.train.evaluate import translate_stream
+
+    translate_stream(
+        a.model,
+        sys.stdin,
+        sys.stdout,
+        beam_size=a.beam_size,
+        length_penalty=a.length_penalty,
+        max_len=a.max_len,
+        batch_size=a.batch_size,
+        device=a.device,
+    )
+    return 0

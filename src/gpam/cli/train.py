@@ -1,15 +1,333 @@
-"""`gpam train`: placeholder until its issue lands (owned by that issue's developer)."""
+"""`gpam train lm|nmt`: train a language or translation model (argparse only)."""
 
 from __future__ import annotations
 
 import argparse
 
+from gpam.cli._common import add_device, add_out, add_seed, default_out, positive_int
+
+
+def _add_model(p: argparse.ArgumentParser, nmt: bool) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--attention",
+        default="dagpam",
+        help="attention variant of every attention layer: softmax, dagpam, diff, cog, "
+        "coda, sigmoid (default: dagpam)",
+    )
+    g.add_argument(
+        "--lam-neg", type=float, default=0.5, help="daGPAM negative-weight lambda (default: 0.5)"
+    )
+    g.add_argument(
+        "--lam-pos",
+        type=float,
+        default=None,
+        help="daGPAM positive lambda (default: 1 + lam_neg, affine)",
+    )
+    g.add_argument("--learnable-lambda", action="store_true", help="learn lambda per head")
+    g.add_argument(
+        "--d-model",
+        type=positive_int,
+        default=128 if nmt else 256,
+        help="model width (default: %(default)s)",
+    )
+    g.add_argument(
+        "--layers",
+        type=positive_int,
+        default=3 if nmt else 4,
+        help="layers (per encoder and decoder for nmt; default: %(default)s)",
+    )
+    g.add_argument("--heads", type=positive_int, default=4, help="attention heads (default: 4)")
+    g.add_argument("--d-ff", type=positive_int, default=None, help="MLP width (default: 4 d_model)")
+    g.add_argument("--dropout", type=float, default=0.1, help="dropout (default: 0.1)")
+    g.add_argument(
+        "--norm",
+        choices=("pre", "post"),
+        default="post" if nmt else "pre",
+        help="pre- or post-LayerNorm (default: %(default)s)",
+    )
+    g.add_argument(
+        "--positions",
+        choices=("sinusoidal", "learned", "rotary"),
+        default="sinusoidal" if nmt else "learned",
+        help="position encoding (default: %(default)s)",
+    )
+
+
+def _add_train(p: argparse.ArgumentParser, nmt: bool) -> None:
+    g = p.add_argument_group("optimisation")
+    g.add_argument(
+        "--steps", type=positive_int, default=1000, help="optimiser steps (default: 1000)"
+    )
+    g.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help="stop after this many seconds of training (cosine decays over it)",
+    )
+    g.add_argument(
+        "--budget-clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="what --time-budget counts: wall-clock seconds or this process's CPU "
+        "seconds (fairer on a shared machine; default: wall)",
+    )
+    g.add_argument(
+        "--lr",
+        type=float,
+        default=5e-4 if nmt else 1e-3,
+        help="peak learning rate (default: %(default)s)",
+    )
+    g.add_argument(
+        "--warmup",
+        type=int,
+        default=200 if nmt else 100,
+        help="linear warmup steps (default: %(default)s)",
+    )
+    g.add_argument(
+        "--schedule",
+        choices=("inverse_sqrt", "cosine", "constant"),
+        default="inverse_sqrt" if nmt else "cosine",
+        help="decay after warmup (default: %(default)s)",
+    )
+    g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
+    g.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip, 0 = off")
+    g.add_argument("--accum", type=positive_int, default=1, help="gradient accumulation steps")
+    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    g.add_argument("--eval-every", type=positive_int, default=200, help="validate every N steps")
+    g.add_argument("--log-every", type=positive_int, default=10, help="log every N steps")
+    g.add_argument(
+        "--checkpoint-every", type=positive_int, default=200, help="checkpoint every N steps"
+    )
+    g.add_argument(
+        "--patience",
+        type=positive_int,
+        default=None,
+        help="early stopping: stop after N validations without improvement",
+    )
+    if nmt:
+        g.add_argument(
+            "--label-smoothing", type=float, default=0.1, help="label smoothing (default: 0.1)"
+        )
+    g.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
+    )
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_seed(g)
+    add_device(g)
+    add_out(g)
+
+
+def _add_data_common(g: argparse._ArgumentGroup, default_tok: str) -> None:
+    g.add_argument(
+        "--tokenizer",
+        choices=("char", "word", "bpe"),
+        default=default_tok,
+        help="tokenizer trained on the training split (default: %(default)s)",
+    )
+    g.add_argument(
+        "--vocab-size", type=positive_int, default=None, help="vocabulary cap (bpe default 8000)"
+    )
+    g.add_argument(
+        "--min-freq",
+        type=positive_int,
+        default=1,
+        help="word tokenizer: rarer words become <unk> (default: 1)",
+    )
+    g.add_argument(
+        "--skip-bad-lines",
+        action="store_true",
+        help="skip (and count) non-UTF-8 lines instead of stopping with an error",
+    )
+    g.add_argument(
+        "--hf-dataset",
+        default=None,
+        help="Hugging Face datasets name instead of files (needs network)",
+    )
+    g.add_argument("--hf-config", default=None, help="Hugging Face dataset config name")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the `train` command to the `gpam` parser."""
-    p = sub.add_parser("train", help="(not yet available)")
-    p.set_defaults(func=_run)
+    """Add ``gpam train lm`` and ``gpam train nmt``."""
+    p = sub.add_parser(
+        "train",
+        help="train a language model or a translation model",
+        description="Train a Transformer LM or an encoder-decoder NMT model.",
+    )
+    tsub = p.add_subparsers(dest="task", metavar="TASK")
+    tsub.required = True
+
+    lm = tsub.add_parser(
+        "lm",
+        help="language model on a text file or HF dataset",
+        description="Train a decoder-only language model.",
+    )
+    g = lm.add_argument_group("data")
+    g.add_argument("--train", default=None, help="training text file (.gz accepted)")
+    g.add_argument(
+        "--valid", default=None, help="validation text file (default: hold out the end of --train)"
+    )
+    g.add_argument(
+        "--holdout-fraction",
+        type=float,
+        default=0.1,
+        help="fraction at the end of --train used for validation (default: 0.1)",
+    )
+    g.add_argument("--hf-column", default="text", help="HF dataset text column (default: text)")
+    _add_data_common(g, "char")
+    g.add_argument("--seq-len", type=positive_int, default=128, help="context length")
+    g.add_argument("--batch-size", type=positive_int, default=32, help="sequences per batch")
+    g.add_argument(
+        "--max-eval-tokens",
+        type=positive_int,
+        default=200_000,
+        help="cap on validation tokens per evaluation",
+    )
+    _add_model(lm, nmt=False)
+    _add_train(lm, nmt=False)
+    lm.set_defaults(func=_run_lm)
+
+    nmt = tsub.add_parser(
+        "nmt",
+        help="translation model on aligned sentence-pair files",
+        description="Train an encoder-decoder translation model.",
+    )
+    g = nmt.add_argument_group("data")
+    g.add_argument("--train-src", default=None, help="training source sentences (.gz accepted)")
+    g.add_argument("--train-tgt", default=None, help="training target sentences, line-aligned")
+    g.add_argument("--valid-src", default=None, help="validation source sentences")
+    g.add_argument("--valid-tgt", default=None, help="validation target sentences")
+    g.add_argument("--src-lang", default="de", help="source language code for --hf-dataset")
+    g.add_argument("--tgt-lang", default="en", help="target language code for --hf-dataset")
+    _add_data_common(g, "bpe")
+    g.add_argument(
+        "--max-tokens",
+        type=positive_int,
+        default=4096,
+        help="source+target tokens per batch (default: 4096)",
+    )
+    g.add_argument(
+        "--max-len",
+        type=positive_int,
+        default=128,
+        help="longest sentence in tokens (longer ones are cut)",
+    )
+    g.add_argument(
+        "--valid-limit", type=positive_int, default=None, help="use at most N validation pairs"
+    )
+    _add_model(nmt, nmt=True)
+    _add_train(nmt, nmt=True)
+    nmt.set_defaults(func=_run_nmt)
 
 
-def _run(args: argparse.Namespace) -> int:
-    raise ValueError("this command is not available yet")
+def _model_kwargs(a: argparse.Namespace) -> dict:
+    return {
+        "d_model": a.d_model,
+        "n_heads": a.heads,
+        "d_ff": a.d_ff,
+        "dropout": a.dropout,
+        "lam_neg": a.lam_neg,
+        "lam_pos": a.lam_pos,
+        "learnable_lambda": a.learnable_lambda,
+        "norm": a.norm,
+        "positions": a.positions,
+    }
+
+
+def _train_config(a: argparse.Namespace):
+    from gpam.train.loop import TrainConfig
+
+    return TrainConfig(
+        steps=a.steps,
+        time_budget=a.time_budget,
+        budget_clock=a.budget_clock,
+        lr=a.lr,
+        warmup=a.warmup,
+        schedule=a.schedule,
+        weight_decay=a.weight_decay,
+        clip=a.clip,
+        accum=a.accum,
+        bf16=a.bf16,
+        eval_every=a.eval_every,
+        log_every=a.log_every,
+        checkpoint_every=a.checkpoint_every,
+        patience=a.patience,
+        seed=a.seed,
+    )
+
+
+def _run_lm(a: argparse.Namespace) -> int:
+    from gpam.train.lm import LMDataOptions, train_lm
+
+    d = LMDataOptions(
+        train=a.train,
+        valid=a.valid,
+        holdout_fraction=a.holdout_fraction,
+        hf_dataset=a.hf_dataset,
+        hf_config=a.hf_config,
+        hf_column=a.hf_column,
+        tokenizer=a.tokenizer,
+        vocab_size=a.vocab_size,
+        min_freq=a.min_freq,
+        skip_bad=a.skip_bad_lines,
+        seq_len=a.seq_len,
+        batch_size=a.batch_size,
+        max_eval_tokens=a.max_eval_tokens,
+    )
+    kw = {**_model_kwargs(a), "attention": a.attention, "n_layers": a.layers}
+    out = a.out or default_out("gpam-train-lm")
+    res = train_lm(d, kw, _train_config(a), out, device=a.device, resume=a.resume, quiet=a.quiet)
+    _print_done(res, out)
+    return 0
+
+
+def _run_nmt(a: argparse.Namespace) -> int:
+    from gpam.train.nmt import NMTDataOptions, train_nmt
+
+    d = NMTDataOptions(
+        train_src=a.train_src,
+        train_tgt=a.train_tgt,
+        valid_src=a.valid_src,
+        valid_tgt=a.valid_tgt,
+        hf_dataset=a.hf_dataset,
+        hf_config=a.hf_config,
+        src_lang=a.src_lang,
+        tgt_lang=a.tgt_lang,
+        tokenizer=a.tokenizer,
+        vocab_size=a.vocab_size,
+        min_freq=a.min_freq,
+        skip_bad=a.skip_bad_lines,
+        max_tokens=a.max_tokens,
+        max_len=a.max_len,
+        valid_limit=a.valid_limit,
+    )
+    kw = {
+        **_model_kwargs(a),
+        "encoder_attention": a.attention,
+        "decoder_attention": a.attention,
+        "cross_attention": a.attention,
+        "n_encoder_layers": a.layers,
+        "n_decoder_layers": a.layers,
+    }
+    out = a.out or default_out("gpam-train-nmt")
+    res = train_nmt(
+        d,
+        kw,
+        _train_config(a),
+        out,
+        device=a.device,
+        resume=a.resume,
+        quiet=a.quiet,
+        label_smoothing=a.label_smoothing,
+    )
+    _print_done(res, out)
+    return 0
+
+
+def _print_done(res: dict, out) -> None:
+    v = res.get("final_val_loss")
+    extra = f", {res['final_val_bpc']:.4f} bits/char" if "final_val_bpc" in res else ""
+    vs = f"{v:.4f}" if v is not None else "n/a"
+    print(
+        f"done: {res['steps']} steps ({res['stopped']}), validation loss {vs}{extra}; wrote {out}"
+    )

@@ -1,0 +1,63 @@
+"""DistributedDataParallel set-up for runs launched by ``torchrun`` (gloo on CPU, nccl on GPU)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as tdist
+
+
+@dataclass
+class DistInfo:
+    """This process's place in the run (``world_size == 1`` when not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that logs and writes checkpoints (rank 0)."""
+        return self.rank == 0
+
+
+def setup_distributed(device: str) -> tuple[DistInfo, torch.device]:
+    """Join the process group when ``WORLD_SIZE`` > 1 (set by torchrun); pick this rank's device.
+
+    ``device`` is the user's choice ("cpu", "cuda", "cuda:1"); under DDP with CUDA each rank uses
+    ``cuda:LOCAL_RANK``.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine")
+    if world <= 1:
+        return DistInfo(), dev
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    if not tdist.is_initialized():
+        tdist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return DistInfo(rank, world, local), dev
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every rank (no-op when not distributed)."""
+    if info.world_size > 1:
+        tdist.barrier()
+
+
+def all_agree(flag: bool, device: torch.device) -> bool:
+    """True only if ``flag`` is True on every rank."""
+    t = torch.tensor([0 if flag else 1], device=device)
+    tdist.all_reduce(t)
+    return int(t.item()) == 0
+
+
+def cleanup(info: DistInfo) -> None:
+    """Leave the process group."""
+    if info.world_size > 1 and tdist.is_initialized():
+        tdist.destroy_process_group()

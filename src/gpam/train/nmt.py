@@ -1,0 +1,211 @@
+"""Train a ``Seq2SeqTransformer`` on aligned sentence-pair files or a HF dataset: :func:`train_nmt`.
+
+Source and target share one tokenizer trained on both sides of the training split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gpam.data.pairs import PairBatcher, encode_pairs, read_pairs
+from gpam.data.tokenizer import PAD_ID, Tokenizer, load_tokenizer, train_tokenizer
+from gpam.train.distributed import DistInfo, cleanup, setup_distributed
+from gpam.train.lm import seed_everything
+from gpam.train.loop import TrainConfig, train_loop
+from gpam.train.report import params_line, plot_loss, write_report
+
+
+@dataclass
+class NMTDataOptions:
+    """Where the sentence pairs come from and how they are tokenised and batched."""
+
+    train_src: str | None = None
+    train_tgt: str | None = None
+    valid_src: str | None = None
+    valid_tgt: str | None = None
+    hf_dataset: str | None = None
+    hf_config: str | None = None
+    hf_data_files: Any = None
+    src_lang: str = "de"
+    tgt_lang: str = "en"
+    tokenizer: str = "bpe"
+    vocab_size: int | None = None
+    min_freq: int = 1
+    skip_bad: bool = False
+    max_tokens: int = 4096
+    max_len: int = 128
+    valid_limit: int | None = None
+
+
+def load_nmt_pairs(d: NMTDataOptions) -> tuple[list, list, list[str]]:
+    """(train pairs, validation pairs, notes on skipped pairs)."""
+    if d.hf_dataset:
+        from gpam.data.hf import load_hf_pairs
+
+        kw = dict(
+            src_lang=d.src_lang, tgt_lang=d.tgt_lang, config=d.hf_config, data_files=d.hf_data_files
+        )
+        tr = load_hf_pairs(d.hf_dataset, split="train", **kw)
+        va = load_hf_pairs(d.hf_dataset, split="validation", **kw)
+        n = len(tr) + len(va)
+        tr = [(s, t) for s, t in tr if s.strip() and t.strip()]
+        va = [(s, t) for s, t in va if s.strip() and t.strip()]
+        notes = [f"{d.hf_dataset}: {n - len(tr) - len(va)} pairs with an empty side skipped"]
+    else:
+        if not (d.train_src and d.train_tgt and d.valid_src and d.valid_tgt):
+            raise ValueError(
+                "give --train-src, --train-tgt, --valid-src and --valid-tgt files "
+                "(or --hf-dataset NAME)"
+            )
+        tr, s1 = read_pairs(d.train_src, d.train_tgt, skip_bad=d.skip_bad)
+        va, s2 = read_pairs(d.valid_src, d.valid_tgt, skip_bad=d.skip_bad)
+        notes = [s1.summary(), s2.summary()]
+    if not tr or not va:
+        raise ValueError("no usable training or validation sentence pairs")
+    if d.valid_limit:
+        va = va[: d.valid_limit]
+    return tr, va, notes
+
+
+class NMTTask:
+    """Length-bucketed training batches, label-smoothed loss and validation loss."""
+
+    def __init__(
+        self,
+        train: list,
+        valid: list,
+        d: NMTDataOptions,
+        seed: int,
+        dist: DistInfo,
+        device: torch.device,
+        label_smoothing: float,
+    ) -> None:
+        self.train = PairBatcher(train, d.max_tokens, seed, dist.rank, dist.world_size)
+        self.valid = PairBatcher(valid, d.max_tokens, 0)
+        self.device, self.ls = device, label_smoothing
+        self._epoch, self._batches = -1, []
+
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        if epoch != self._epoch:
+            self._epoch, self._batches = epoch, self.train.epoch_batches(epoch)
+        return self._batches
+
+    def batch(self, pos: dict[str, int]) -> tuple[dict[str, Tensor], dict[str, int]]:
+        e, i = pos.get("epoch", 0), pos.get("index", 0)
+        batches = self._epoch_batches(e)
+        if i >= len(batches):
+            e, i = e + 1, 0
+            batches = self._epoch_batches(e)
+        b = {k: v.to(self.device) for k, v in self.train.get(batches[i]).items()}
+        return b, {"epoch": e, "index": i + 1}
+
+    def loss(self, model: nn.Module, b: dict[str, Tensor]) -> tuple[Tensor, int]:
+        logits = model(b["src"], b["tgt_in"], b["src_padding_mask"], b["tgt_padding_mask"])
+        loss = F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]),
+            b["tgt_out"].reshape(-1),
+            ignore_index=PAD_ID,
+            label_smoothing=self.ls,
+        )
+        return loss, int((b["tgt_out"] != PAD_ID).sum())
+
+    @torch.no_grad()
+    def validate(self, model: nn.Module) -> float:
+        model.eval()
+        total, n = 0.0, 0
+        for idx in self.valid.epoch_batches(0):
+            b = {k: v.to(self.device) for k, v in self.valid.get(idx).items()}
+            logits = model(b["src"], b["tgt_in"], b["src_padding_mask"], b["tgt_padding_mask"])
+            total += float(
+                F.cross_entropy(
+                    logits.float().reshape(-1, logits.shape[-1]),
+                    b["tgt_out"].reshape(-1),
+                    ignore_index=PAD_ID,
+                    reduction="sum",
+                )
+            )
+            n += int((b["tgt_out"] != PAD_ID).sum())
+        return total / n
+
+
+def train_nmt(
+    d: NMTDataOptions,
+    model_kwargs: dict[str, Any],
+    cfg: TrainConfig,
+    out: Path,
+    device: str = "cpu",
+    resume: bool = False,
+    quiet: bool = False,
+    label_smoothing: float = 0.1,
+    on_step: Any = None,
+) -> dict[str, Any]:
+    """Train a translation model; writes ``out/`` like :func:`gpam.train.lm.train_lm`."""
+    from gpam.models import Seq2SeqConfig, Seq2SeqTransformer, save_pretrained
+    from gpam.train.checkpoint import latest_checkpoint
+
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    dist, dev = setup_distributed(device)
+    out = Path(out)
+    try:
+        seed_everything(cfg.seed)
+        tr, va, notes = load_nmt_pairs(d)
+        ck = latest_checkpoint(out / "checkpoints") if resume else None
+        if resume and ck is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {out / 'checkpoints'}")
+        if ck is not None:
+            tok: Tokenizer = load_tokenizer(ck / "tokenizer.json")
+        else:
+            texts = [s for s, _ in tr] + [t for _, t in tr]
+            tok = train_tokenizer(d.tokenizer, texts, d.vocab_size, d.min_freq)
+        tr_ids, cut1 = encode_pairs(tr, tok, tok, d.max_len)
+        va_ids, cut2 = encode_pairs(va, tok, tok, d.max_len)
+        notes.append(f"{cut1} training and {cut2} validation pairs cut to max_len={d.max_len}")
+        kw = dict(model_kwargs)
+        kw.setdefault("max_len", d.max_len + 1)
+        mcfg = Seq2SeqConfig(src_vocab_size=tok.vocab_size, **kw)
+        model = Seq2SeqTransformer(mcfg).to(dev)
+        rep = model.parameter_report()
+        if dist.is_main:
+            print(
+                f"gpam train nmt: {mcfg.encoder_attention}/{mcfg.decoder_attention}/"
+                f"{mcfg.cross_attention} attention, {params_line(rep)}",
+                flush=True,
+            )
+        task = NMTTask(tr_ids, va_ids, d, cfg.seed, dist, dev, label_smoothing)
+        res = train_loop(model, task, tok, cfg, out, dist, dev, resume, on_step, quiet)
+        res.update(
+            task="nmt",
+            parameters=rep,
+            model_config=mcfg.to_dict(),
+            data_notes=notes,
+            tokenizer=tok.kind,
+            vocab_size=tok.vocab_size,
+            train_pairs=len(tr_ids),
+            valid_pairs=len(va_ids),
+            label_smoothing=label_smoothing,
+            world_size=dist.world_size,
+        )
+        if dist.is_main:
+            save_pretrained(model, out / "model")
+            tok.save(out / "model" / "tokenizer.json")
+            plot_loss(res["history"], out / "loss.png", f"NMT, {mcfg.encoder_attention} attention")
+            v = res["final_val_loss"]
+            lines = [
+                f"attention: {mcfg.encoder_attention}; {params_line(rep)}",
+                f"steps: {res['steps']} ({res['stopped']}), {res['elapsed_s']:.1f} s, "
+                f"{res['tokens']:,} target tokens",
+                f"final validation loss: {v:.4f} nats/token" if v is not None else "no eval",
+                *notes,
+                "model: model/ (gpam.models.from_pretrained), curve: loss.png",
+            ]
+            write_report(out, "train", "gpam train nmt", res, lines)
+        return res
+    finally:
+        cleanup(dist)
