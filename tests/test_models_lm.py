@@ -93,18 +93,40 @@ def test_causal_future_tokens_do_not_change_earlier_logits(positions: str) -> No
     assert not torch.allclose(lx[:, 7:], ly[:, 7:])
 
 
-@pytest.mark.parametrize("variant", ["softmax", "dagpam", "coda"])
-def test_padded_batch_equals_unpadded_single(variant: str) -> None:
-    lm = tiny(attention=variant)
+@pytest.mark.parametrize(
+    ("variant", "positions"),
+    [("softmax", "learned"), ("dagpam", "rotary"), ("dagpam", "sinusoidal"), ("coda", "learned")],
+)
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_padded_batch_equals_unpadded_single(variant: str, positions: str, side: str) -> None:
+    lm = tiny(attention=variant, positions=positions)
     a, b = ids(1, 9, seed=2), ids(1, 5, seed=3)
     batch = torch.zeros(2, 9, dtype=torch.long)
-    batch[0], batch[1, :5] = a[0], b[0]
     pad = torch.zeros(2, 9, dtype=torch.bool)
-    pad[1, 5:] = True
+    batch[0] = a[0]
+    real = slice(0, 5) if side == "right" else slice(4, 9)
+    batch[1, real] = b[0]
+    pad[1] = True
+    pad[1, real] = False
     with torch.no_grad():
         out = lm(batch, padding_mask=pad)
         torch.testing.assert_close(out[0:1], lm(a), atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(out[1:2, :5], lm(b), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out[1:2, real], lm(b), atol=1e-5, rtol=1e-5)
+        if side == "left":  # without the mask the padding changes the real tokens' logits
+            assert not torch.allclose(lm(batch)[1:2, real], lm(b), atol=1e-4)
+
+
+def test_generate_with_left_padded_prompts_equals_single_prompts() -> None:
+    lm = tiny(positions="rotary", attention="dagpam")
+    a, b = ids(1, 6, seed=4), ids(1, 3, seed=5)
+    batch = torch.cat([a, torch.cat([torch.zeros(1, 3, dtype=torch.long), b], 1)])
+    pad = torch.zeros(2, 6, dtype=torch.bool)
+    pad[1, :3] = True
+    out = lm.generate(batch, 5, temperature=0.0, padding_mask=pad)
+    assert torch.equal(out[0, 6:], lm.generate(a, 5, temperature=0.0)[0, 6:])
+    assert torch.equal(out[1, 6:], lm.generate(b, 5, temperature=0.0)[0, 3:])
+    with pytest.raises(ValueError, match="left-padded"):
+        lm.generate(batch, 2, padding_mask=pad.flip(1))
 
 
 def test_dagpam_with_lam_neg_zero_equals_softmax_with_same_weights() -> None:
@@ -198,3 +220,24 @@ def test_bad_inputs_raise_clear_errors() -> None:
         lm(ids(1, 2), kv_caches=[None])
     with pytest.raises(TypeError, match="LMConfig"):
         TransformerLM({"vocab_size": 3})
+
+
+def test_config_options_reach_the_attention_layers() -> None:
+    lm = tiny(
+        n_layers=3, attention="dagpam", neg_query="full", affine=False, lam_pos=1.3, lam_neg=0.2,
+        kv_heads=2, bias=False, attention_layers=[1],
+    )  # fmt: skip
+    attn = [b.self_attn for b in lm.blocks]
+    assert [a.attention for a in attn] == ["softmax", "dagpam", "softmax"]
+    assert attn[1].neg_query == "full" and attn[1].kv_heads == 2 and not attn[1].affine
+    assert attn[1].lambdas() == (1.3, 0.2)
+    assert attn[1].q_proj.bias is None
+    coda = tiny(attention="coda", attn_kwargs={"coda": {"alpha": 2.0}, "sigmoid": {"bias": 0.0}})
+    assert all(b.self_attn.attn_kwargs == {"alpha": 2.0} for b in coda.blocks)
+    learn = tiny(learnable_lambda=True)
+    names = [n for n, _ in learn.named_parameters()]
+    assert sum("lam_neg_param" in n for n in names) == 2
+    diff = tiny(attention="diff", n_layers=3)
+    assert [b.self_attn.lam_init for b in diff.blocks] == pytest.approx(
+        [gpam.nn.diff_lambda_init(i) for i in range(3)]
+    )

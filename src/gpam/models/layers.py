@@ -74,9 +74,10 @@ def sinusoidal_positions(positions: Tensor, d_model: int, dtype: torch.dtype) ->
 class Positions(nn.Module):
     """Position information for one token stream: absolute embeddings or rotary (cos, sin).
 
-    ``forward(start, length, device, dtype)`` returns ``(absolute, rotary)``: ``absolute`` is a
-    ``(length, d_model)`` tensor to add to the token embeddings (or None for rotary) and
-    ``rotary`` the ``(cos, sin)`` pair for the attention layers (or None).
+    ``forward(start, length, device, dtype, positions=None)`` returns ``(absolute, rotary)``:
+    ``absolute`` is a ``(T, d_model)`` (or ``(B, T, d_model)``) tensor to add to the token
+    embeddings (None for rotary) and ``rotary`` the ``(cos, sin)`` pair for the attention layers
+    (None otherwise). ``positions`` ``(B, T)`` overrides ``start .. start + length - 1`` per row.
     """
 
     def __init__(self, cfg: _CommonConfig) -> None:
@@ -90,16 +91,21 @@ class Positions(nn.Module):
             self.rotary = RotaryEmbedding(cfg.d_model // cfg.n_heads, base=cfg.rope_base)
 
     def forward(
-        self, start: int, length: int, device: torch.device, dtype: torch.dtype
+        self,
+        start: int,
+        length: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        positions: Tensor | None = None,
     ) -> tuple[Tensor | None, tuple[Tensor, Tensor] | None]:
-        """Encodings for positions ``start .. start + length - 1``."""
+        """Encodings for positions ``start .. start + length - 1`` (or ``positions``)."""
         end = start + length
         if self.kind == "learned" and end > self.max_len:
             raise ValueError(
                 f"sequence reaches position {end} but max_len={self.max_len} (learned positions); "
                 "use a shorter input or a larger max_len"
             )
-        pos = torch.arange(start, end, device=device)
+        pos = torch.arange(start, end, device=device) if positions is None else positions
         if self.kind == "learned":
             return self.learned(pos).to(dtype), None
         if self.kind == "sinusoidal":
@@ -108,8 +114,15 @@ class Positions(nn.Module):
         return None, (cos, sin)
 
 
+def positions_from_padding(padding_mask: Tensor, start: int) -> Tensor:
+    """Per-row positions ``(B, T)`` of the last ``T = L - start`` tokens of ``padding_mask``
+    ``(B, L)`` (True = padding): real tokens count from 0 whatever the padding before them."""
+    pos = (~padding_mask).long().cumsum(dim=1) - 1
+    return pos.clamp_min(0)[:, start:]
+
+
 def rotary_cos_sin(rope: nn.Module, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """``(cos, sin)`` of shape ``(T, head_dim)`` from the core's ``RotaryEmbedding``."""
+    """``(cos, sin)``, each ``(T, head_dim)`` or ``(B, T, head_dim)``, from ``RotaryEmbedding``."""
     cos, sin = rope(positions)
     return cos.to(dtype), sin.to(dtype)
 

@@ -11,7 +11,14 @@ from torch.nn import functional as F
 from gpam.nn import KVCache, parameter_report
 
 from .config import LMConfig
-from .layers import Positions, TransformerLayer, build_attention, cache_length, init_weights
+from .layers import (
+    Positions,
+    TransformerLayer,
+    build_attention,
+    cache_length,
+    init_weights,
+    positions_from_padding,
+)
 
 
 class TransformerLM(nn.Module):
@@ -70,14 +77,16 @@ class TransformerLM(nn.Module):
 
         With ``kv_caches`` (a list of per-layer ``KVCache``; an empty list or ``None`` entries
         start new ones) the tokens continue the cached sequence: positions start at the cache
-        length, and ``(logits, caches)`` is returned. ``padding_mask`` ``(B, T)`` (True =
-        padding) hides padded keys; it is only supported without caches.
+        length, and ``(logits, caches)`` is returned.
+
+        ``padding_mask`` (True = padding) hides padded keys, left or right padding alike: real
+        tokens get positions counted from their row's first real token, so a padded row gives
+        the logits of the same row unpadded (logits at padded positions are meaningless). It
+        covers the whole sequence seen so far: ``(B, cache length + T)``.
         """
         _check_ids("input_ids", input_ids, self.config.vocab_size)
         caches = None
         if kv_caches is not None:
-            if padding_mask is not None:
-                raise ValueError("padding_mask is not supported together with kv_caches")
             if len(kv_caches) == 0:
                 kv_caches = self.new_caches()
             if len(kv_caches) != len(self.blocks):
@@ -86,12 +95,14 @@ class TransformerLM(nn.Module):
                     f"got {len(kv_caches)}"
                 )
             caches = [KVCache() if k is None else k for k in kv_caches]
-        if padding_mask is not None:
-            _check_mask("padding_mask", padding_mask, input_ids)
         start = cache_length(caches[0]) if caches else 0
         b, t = input_ids.shape
+        positions = None
+        if padding_mask is not None:
+            _check_mask("padding_mask", padding_mask, (b, start + t))
+            positions = positions_from_padding(padding_mask, start)
         x = self.tok_emb(input_ids)
-        absolute, rotary = self.positions(start, t, x.device, x.dtype)
+        absolute, rotary = self.positions(start, t, x.device, x.dtype, positions)
         if absolute is not None:
             x = x + absolute
         x = self.drop(x)
@@ -117,14 +128,16 @@ class TransformerLM(nn.Module):
         top_k: int | None = None,
         *,
         eos_id: int | None = None,
+        padding_mask: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Sample ``max_new_tokens`` tokens after the prompt ``input_ids`` ``(B, T)``.
 
         ``temperature=0`` is greedy (argmax); ``top_k`` keeps the k most likely tokens. Decoding
-        uses key/value caches. Returns ``(B, T + n)`` (the prompt followed by the new tokens);
-        with ``eos_id`` it stops once every row has produced ``eos_id`` (later tokens of
-        finished rows are ``eos_id``).
+        uses key/value caches. Prompts of different lengths go in left-padded with
+        ``padding_mask`` ``(B, T)`` (True = padding). Returns ``(B, T + n)`` (the prompt followed
+        by the new tokens); with ``eos_id`` it stops once every row has produced ``eos_id``
+        (later tokens of finished rows are ``eos_id``).
         """
         _check_ids("input_ids", input_ids, self.config.vocab_size)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
@@ -135,6 +148,10 @@ class TransformerLM(nn.Module):
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
+        if padding_mask is not None:
+            _check_mask("padding_mask", padding_mask, tuple(input_ids.shape))
+            if bool(padding_mask[:, -1].any()):
+                raise ValueError("padding_mask: prompts must be left-padded (last column real)")
         total = input_ids.shape[1] + max_new_tokens
         if self.config.positions == "learned" and total > self.config.max_len:
             raise ValueError(
@@ -146,7 +163,8 @@ class TransformerLM(nn.Module):
             out = input_ids
             if max_new_tokens == 0:
                 return out
-            logits, caches = self(input_ids, kv_caches=[])
+            mask = padding_mask
+            logits, caches = self(input_ids, kv_caches=[], padding_mask=mask)
             done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
             for step in range(max_new_tokens):
                 nxt = sample_next(logits[:, -1, :], temperature, top_k, generator)
@@ -156,7 +174,9 @@ class TransformerLM(nn.Module):
                 out = torch.cat([out, nxt[:, None]], dim=1)
                 if (eos_id is not None and bool(done.all())) or step == max_new_tokens - 1:
                     break
-                logits, caches = self(nxt[:, None], kv_caches=caches)
+                if mask is not None:
+                    mask = torch.cat([mask, mask.new_zeros(mask.shape[0], 1)], dim=1)
+                logits, caches = self(nxt[:, None], kv_caches=caches, padding_mask=mask)
             return out
         finally:
             self.train(was_training)
@@ -196,8 +216,9 @@ def _check_ids(name: str, ids: Tensor, vocab: int) -> None:
         )
 
 
-def _check_mask(name: str, mask: Tensor, ids: Tensor) -> None:
+def _check_mask(name: str, mask: Tensor, shape: tuple[int, ...] | Tensor) -> None:
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
         raise TypeError(f"{name} must be a bool tensor (True = padding)")
-    if mask.shape != ids.shape:
-        raise ValueError(f"{name} must have shape {tuple(ids.shape)}, got {tuple(mask.shape)}")
+    shape = tuple(shape.shape) if isinstance(shape, Tensor) else tuple(shape)
+    if tuple(mask.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(mask.shape)}")
