@@ -272,3 +272,16 @@ def test_missing_transformers_message(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(ImportError, match=r"pip install gpam\[hf\]"):
         require_transformers()
+
+
+def test_output_attentions_are_affine_daGPAM_weights() -> None:
+    model = gh.convert(_gpt2().eval(), lam_neg=0.3)
+    ids = torch.randint(3, V, (1, 7))
+    out = model(ids, output_attentions=True)
+    assert len(out.attentions) == 2
+    w = out.attentions[0]
+    assert w.shape == (1, 4, 7, 7)
+    assert torch.allclose(w.sum(-1), torch.ones(1, 4, 7), atol=1e-5)  # affine rows
+    assert w.min() < 0  # negative weights: the point of GPAM
+    assert torch.all(w.triu(1) == 0)  # causal
+    assert torch.allclose(out.logits, model(ids).logits, atol=1e-5)

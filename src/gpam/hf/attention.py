@@ -64,7 +64,7 @@ def gpam_attention_forward(
     if causal and key.shape[2] > q_len:  # prefill of an empty static cache (top-left causal)
         key, value = key[:, :, :q_len], value[:, :, :q_len]
     ctx = getattr(module, _CTX, None) or {}
-    want_weights = bool(kwargs.get("output_attentions", False))
+    want_weights = _weights_requested(kwargs)
     common: dict[str, Any] = {
         "attn_mask": attention_mask,
         "is_causal": causal,
@@ -80,6 +80,25 @@ def gpam_attention_forward(
         res = gf.attention(state.attention, query, key, value, **common)
     out, weights = res if want_weights else (res, None)
     return out.transpose(1, 2).contiguous(), weights
+
+
+def _weights_requested(kwargs: dict[str, Any]) -> bool:
+    """True when the caller asked for attention weights (``output_attentions=True``).
+
+    transformers 5 records them with hooks instead of passing a flag, so also look at its
+    active output collector (internal; absent in other versions, then only the flag counts).
+    """
+    if kwargs.get("output_attentions", False):
+        return True
+    try:
+        from transformers.utils.output_capturing import _active_collector
+    except ImportError:  # pragma: no cover - other transformers versions
+        return False
+    try:
+        collected = _active_collector.get()
+    except LookupError:  # no model forward has set it
+        return False
+    return isinstance(collected, dict) and "attentions" in collected
 
 
 def _stash_inputs(module: nn.Module, args: tuple, kwargs: dict) -> None:
