@@ -183,16 +183,15 @@ def _beam_search(
         # finished hypotheses: eos extensions ranked within the first K candidates
         hits = (is_eos[:, :k] & torch.isfinite(top_scores[:, :k]) & ~done[:, None]).nonzero()
         if hits.numel():
-            rows = tokens.tolist()
+            rows, origins, sc = tokens.tolist(), beam_of.tolist(), top_scores.tolist()
             for bi, j in hits.tolist():
-                seq = rows[bi * k + int(beam_of[bi, j])][1:]
-                s = length_normalise(float(top_scores[bi, j]), length, alpha, style)
-                finished[bi].append((s, seq))
-        for bi in range(b):
-            if not done[bi] and len(finished[bi]) >= k:
-                done[bi] = True
-        if bool(done.all()):
-            break
+                s = length_normalise(sc[bi][j], length, alpha, style)
+                finished[bi].append((s, rows[bi * k + origins[bi][j]][1:]))
+            newly = sorted({bi for bi, _ in hits.tolist() if len(finished[bi]) >= k})
+            if newly:
+                done[newly] = True
+                if bool(done.all()):
+                    break
         # live hypotheses: the K best non-eos extensions (there are always >= K of them)
         rank = torch.arange(n_cand, device=device).expand(b, n_cand) + is_eos.long() * n_cand
         keep = rank.argsort(dim=1)[:, :k]
@@ -206,9 +205,7 @@ def _beam_search(
         if step == max_len - 1:  # out of length: finish the live hypotheses as they are
             rows = tokens.tolist()
             sc = scores.tolist()
-            for bi in range(b):
-                if done[bi]:
-                    continue
+            for bi in (~done).nonzero().view(-1).tolist():
                 for j in range(k):
                     if sc[bi][j] != float("-inf"):
                         s = length_normalise(sc[bi][j], length, alpha, style)
