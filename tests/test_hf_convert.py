@@ -272,6 +272,8 @@ def test_missing_transformers_message(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(ImportError, match=r"pip install gpam\[hf\]"):
         require_transformers()
+    with pytest.raises(ImportError, match=r"pip install gpam\[hf\]"):
+        gh.convert  # noqa: B018 - the lazy attribute access is what is tested
 
 
 def test_output_attentions_are_affine_daGPAM_weights() -> None:
@@ -285,3 +287,13 @@ def test_output_attentions_are_affine_daGPAM_weights() -> None:
     assert w.min() < 0  # negative weights: the point of GPAM
     assert torch.all(w.triu(1) == 0)  # causal
     assert torch.allclose(out.logits, model(ids).logits, atol=1e-5)
+
+
+def test_import_is_lazy() -> None:
+    import subprocess
+
+    code = (
+        "import sys, gpam; before = 'transformers' in sys.modules; import gpam.hf; "
+        "assert ('transformers' in sys.modules) == before, 'gpam.hf imported transformers'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -134,7 +134,18 @@ def attach_hooks(module: nn.Module, rotary: bool) -> None:
 def register() -> str:
     """Register gpam's attention function and mask builder with transformers (idempotent)."""
     transformers = require_transformers()
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    try:
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    except ImportError as err:
+        raise ImportError(
+            f"gpam.hf needs transformers >= 5.0 (tested with 5.23); found "
+            f"{transformers.__version__}: upgrade with `pip install -U gpam[hf]`"
+        ) from err
+    if not hasattr(transformers.PreTrainedModel, "set_attn_implementation"):
+        raise ImportError(
+            f"gpam.hf needs transformers >= 5.0 (tested with 5.23); found "
+            f"{transformers.__version__}: upgrade with `pip install -U gpam[hf]`"
+        )
 
     transformers.AttentionInterface.register(ATTN_IMPLEMENTATION, gpam_attention_forward)
     AttentionMaskInterface.register(ATTN_IMPLEMENTATION, sdpa_mask)

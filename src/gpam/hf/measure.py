@@ -114,8 +114,8 @@ def finetune_report(
     text: str,
     *,
     lam_neg: float = 0.2,
-    pretrain_steps: int = 300,
-    finetune_steps: int = 150,
+    pretrain_steps: int = 200,
+    finetune_steps: int = 100,
     seq_len: int = 64,
     batch_size: int = 16,
     seed: int = 0,
@@ -131,12 +131,20 @@ def finetune_report(
     ids = torch.tensor(tok(text)["input_ids"])
     cut = int(0.9 * ids.numel())
     train, val = ids[:cut], ids[cut:]
-    cfg = tf.GPT2Config(vocab_size=len(tok), n_positions=seq_len, n_embd=128, n_layer=4, n_head=4)
+    cfg = tf.GPT2Config(
+        vocab_size=len(tok),
+        n_positions=seq_len,
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
     base = tf.GPT2LMHeadModel(cfg)
-    common = {"batch_size": batch_size, "seq_len": seq_len, "eval_batches": 20, "progress": True}
+    common = {"batch_size": batch_size, "seq_len": seq_len, "eval_batches": 10, "progress": True}
     pre = finetune(base, train, val, steps=pretrain_steps, lr=1e-3, seed=seed, **common)
     dag = convert(copy.deepcopy(base), lam_neg=lam_neg)
-    converted = evaluate_lm_loss(dag, val, seq_len=seq_len, batch_size=batch_size, max_batches=20)
+    converted = evaluate_lm_loss(dag, val, seq_len=seq_len, batch_size=batch_size, max_batches=10)
     ft = finetune(dag, train, val, steps=finetune_steps, lr=3e-4, seed=seed + 1, **common)
     ctl = finetune(
         copy.deepcopy(base), train, val, steps=finetune_steps, lr=3e-4, seed=seed + 1, **common
@@ -162,10 +170,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", type=Path, default=Path("."), help="folder for hf_measure.json")
     p.add_argument("--chars", type=int, default=300_000, help="tinyshakespeare characters used")
-    p.add_argument("--pretrain-steps", type=int, default=300)
-    p.add_argument("--finetune-steps", type=int, default=150)
+    p.add_argument("--pretrain-steps", type=int, default=200)
+    p.add_argument("--finetune-steps", type=int, default=100)
     p.add_argument("--lam-neg", type=float, default=0.2)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
     data = os.environ.get("GPAM_DATA_DIR")
     if not data:
         p.error("set GPAM_DATA_DIR to the shared corpora folder")
