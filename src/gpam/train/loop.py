@@ -177,6 +177,7 @@ def train_loop(
             factor = lr_factor(cfg.schedule, step, cfg.warmup, progress, cfg.min_lr_ratio)
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * factor
+            step_tok = 0
             for micro in range(cfg.accum):
                 batch, st["pos"] = task.batch(st["pos"])
                 sync = micro == cfg.accum - 1 or dist.world_size == 1
@@ -186,11 +187,12 @@ def train_loop(
                 (loss.float() / cfg.accum).backward()
                 run_loss += float(loss.detach()) * ntok
                 run_tok += ntok
+                step_tok += ntok
             gnorm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip or float("inf"))
             opt.step()
             opt.zero_grad(set_to_none=True)
             st["step"] = step
-            st["tokens"] += run_tok * dist.world_size
+            st["tokens"] += step_tok * dist.world_size
             st["elapsed"] = base_elapsed + clock() - start
             st["wall"] = base_wall + time.perf_counter() - wall0
             row = None
