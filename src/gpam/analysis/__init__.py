@@ -3,7 +3,8 @@
 Entry points (each writes ``*.json``, ``*.png`` and ``report.md`` to ``out``):
 ``run_rank_collapse(out, **config)``, ``run_faithfulness(out, **config)``,
 ``run_gradients(out, **config)``; the config keywords are the fields of
-``RankCollapseConfig``, ``FaithfulnessConfig`` and ``GradientsConfig``.
+``RankCollapseConfig``, ``FaithfulnessConfig`` and ``GradientsConfig``; ``threads`` (default 1)
+sets torch's CPU threads for the run (the workloads are many tiny products).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from gpam.analysis._threads import torch_threads
 from gpam.analysis.bounds import bound_factor, bound_shrink, head_betas, shrink
 from gpam.analysis.explicit import AttentionRecord, explicit_attention
 from gpam.analysis.faithfulness import FaithfulnessConfig, faithfulness
@@ -65,6 +67,7 @@ def run_rank_collapse(
     *,
     checkpoint: str | Path | None = None,
     show_progress: bool = True,
+    threads: int | None = 1,
     **config: Any,
 ) -> dict:
     """Measure rank collapse (fresh stacks, or a trained checkpoint's layers) and write outputs."""
@@ -73,26 +76,34 @@ def run_rank_collapse(
     if checkpoint is not None:
         from gpam.analysis.checkpoint import rank_collapse_checkpoint
 
-        result = rank_collapse_checkpoint(checkpoint, show_progress=show_progress, **config)
+        with torch_threads(threads):
+            result = rank_collapse_checkpoint(checkpoint, show_progress=show_progress, **config)
     else:
-        result = rank_collapse(RankCollapseConfig(**config), show_progress=show_progress)
+        with torch_threads(threads):
+            result = rank_collapse(RankCollapseConfig(**config), show_progress=show_progress)
     write_rank_collapse(result, Path(out))
     return result
 
 
-def run_faithfulness(out: str | Path, *, show_progress: bool = True, **config: Any) -> dict:
+def run_faithfulness(
+    out: str | Path, *, show_progress: bool = True, threads: int | None = 1, **config: Any
+) -> dict:
     """Run both lambda sweeps and write ``faithfulness.json``, plots and ``report.md``."""
     from gpam.analysis.outputs import write_faithfulness
 
-    result = faithfulness(FaithfulnessConfig(**config), show_progress=show_progress)
+    with torch_threads(threads):
+        result = faithfulness(FaithfulnessConfig(**config), show_progress=show_progress)
     write_faithfulness(result, Path(out))
     return result
 
 
-def run_gradients(out: str | Path, *, show_progress: bool = True, **config: Any) -> dict:
+def run_gradients(
+    out: str | Path, *, show_progress: bool = True, threads: int | None = 1, **config: Any
+) -> dict:
     """Train per variant, record gradients, write ``gradients.json``, plots and ``report.md``."""
     from gpam.analysis.grad_outputs import write_gradients
 
-    result = gradients(GradientsConfig(**config), show_progress=show_progress)
+    with torch_threads(threads):
+        result = gradients(GradientsConfig(**config), show_progress=show_progress)
     write_gradients(result, Path(out))
     return result

@@ -24,6 +24,15 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="torch CPU threads; the work is many tiny products, fastest on one (default: 1)",
+    )
+
+
 def _add_stack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depth", type=positive_int, default=12, help="layers per stack (default: 12)")
     p.add_argument("--length", type=positive_int, default=32, help="tokens per input (default: 32)")
@@ -51,6 +60,7 @@ def _add_stack_options(p: argparse.ArgumentParser) -> None:
         help="standard deviation of the random input tokens (default: 1)",
     )
     add_seed(p)
+    _add_threads(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -170,12 +180,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="gamma in Dong et al.'s bound; its exact definition is unconfirmed (default: 1)",
     )
     add_seed(gr)
+    _add_threads(gr)
     add_out(gr)
     gr.set_defaults(func=_gradients)
 
 
 def _stack_kwargs(args: argparse.Namespace) -> dict:
     names = ("depth", "length", "width", "heads", "trials", "batch", "dtype", "input_scale", "seed")
+    names += ("threads",)
     return {n: getattr(args, n) for n in names}
 
 
@@ -216,7 +228,7 @@ def _gradients(args: argparse.Namespace) -> int:
 
     out = args.out or default_out("gpam-gradients")
     names = ("variants", "lam_neg", "steps", "batch", "n_tokens", "vocab", "width", "heads")
-    names += ("layers", "lr", "record_every", "gamma", "seed")
+    names += ("layers", "lr", "record_every", "gamma", "seed", "threads")
     run_gradients(out, **{n: getattr(args, n) for n in names})
     print(f"wrote {out}/gradients.json, plots and report.md")
     return 0
