@@ -1,15 +1,174 @@
-"""`gpam compare`: placeholder until its issue lands (owned by that issue's developer)."""
+"""`gpam compare lm|synthetic`: variants x seeds (x lambdas) at equal budget -> report."""
 
 from __future__ import annotations
 
 import argparse
+import json
+
+from gpam.cli._common import (
+    add_device,
+    add_out,
+    comma_floats,
+    comma_ints,
+    comma_list,
+    default_out,
+    positive_int,
+)
+
+
+def _task_option(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def _add_grid(p: argparse.ArgumentParser, steps: int, seq_default: str) -> None:
+    g = p.add_argument_group("grid")
+    g.add_argument(
+        "--variants",
+        type=comma_list,
+        default=["softmax", "dagpam", "diff", "cog"],
+        help="attention variants to compare (default: softmax,dagpam,diff,cog)",
+    )
+    g.add_argument(
+        "--seeds", type=comma_ints, default=[0, 1, 2], help="seeds, paired across variants (0,1,2)"
+    )
+    g.add_argument(
+        "--lam-neg",
+        type=comma_floats,
+        default=[0.5],
+        help="daGPAM lam_neg values; several give one daGPAM row each (default: 0.5)",
+    )
+    g.add_argument(
+        "--match-params",
+        action="store_true",
+        help="add 'softmax-matched': softmax with a wider feed-forward so its parameter count "
+        "matches daGPAM's",
+    )
+    b = p.add_argument_group("budget (equal for every run)")
+    b.add_argument(
+        "--steps", type=positive_int, default=steps, help=f"training steps per run ({steps})"
+    )
+    b.add_argument(
+        "--time-budget",
+        type=_positive_float,
+        default=None,
+        help="seconds of training per run instead of a step count (--steps becomes a cap)",
+    )
+    b.add_argument("--batch-size", type=positive_int, default=32, help="batch size (32)")
+    b.add_argument("--lr", type=_positive_float, default=3e-3, help="peak learning rate (3e-3)")
+    b.add_argument(
+        "--eval-every", type=positive_int, default=None, help="validate every N steps (steps/10)"
+    )
+    b.add_argument(
+        "--eval-batches", type=positive_int, default=4, help="validation batches of 64 (4)"
+    )
+    m = p.add_argument_group("model (gpam.models.TransformerLM)")
+    m.add_argument("--d-model", type=positive_int, default=64, help="model width (64)")
+    m.add_argument("--n-layers", type=positive_int, default=2, help="layers (2)")
+    m.add_argument("--n-heads", type=positive_int, default=4, help="heads (4)")
+    m.add_argument(
+        "--attention-layers",
+        default="all",
+        choices=["all", "auto", "inner"],
+        help="which layers use the variant: all (default), inner (first/last softmax), auto "
+        "(inner for cog, as in its paper)",
+    )
+    add_device(p)
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="CPU threads for torch (default: torch's own; 1 is often fastest for small models "
+        "on a busy machine)",
+    )
+    p.add_argument(
+        "--save-models",
+        action="store_true",
+        help="save every trained model (safetensors) under OUT/models/",
+    )
+    add_out(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `compare` command to the `gpam` parser."""
-    p = sub.add_parser("compare", help="(not yet available)")
-    p.set_defaults(func=_run)
+    p = sub.add_parser(
+        "compare",
+        help="compare attention variants over seeds at an equal budget (report.md, results.json)",
+        description="Train every variant x seed (x daGPAM lambda) at the same budget and write "
+        "report.md, results.json and plots: mean ± std, paired difference to softmax with 95%% "
+        "CI and p-value, parameters, time per step, peak memory, learning curves, rank collapse. "
+        "Rerunning with the same --out skips finished runs.",
+    )
+    kinds = p.add_subparsers(dest="kind", metavar="KIND")
+    kinds.required = True
+    s = kinds.add_parser(
+        "synthetic",
+        help="a built-in synthetic task (no download)",
+        description="Compare on a built-in task: recall, copy, reverse, selective-copy, grammar, "
+        "listops.",
+    )
+    s.add_argument(
+        "--task",
+        default="recall",
+        help="recall (default), copy, reverse, selective-copy, grammar, listops",
+    )
+    s.add_argument(
+        "--task-option",
+        type=_task_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="task option, repeatable, e.g. --task-option max_len=256 for listops",
+    )
+    _add_grid(s, steps=300, seq_default="")
+    s.set_defaults(func=_run)
+    lm = kinds.add_parser(
+        "lm",
+        help="language modelling on your text file or a Hugging Face dataset",
+        description="Compare on a text corpus: --train FILE [--valid FILE], or --dataset NAME.",
+    )
+    src = lm.add_mutually_exclusive_group(required=True)
+    src.add_argument("--train", help="training text file (.txt or .gz)")
+    src.add_argument(
+        "--dataset", help="Hugging Face dataset NAME[:CONFIG], e.g. wikitext:wikitext-2-raw-v1"
+    )
+    lm.add_argument("--valid", help="validation text file (default: last 10%% of --train)")
+    lm.add_argument("--level", choices=["char", "word"], default="char", help="tokens (char)")
+    lm.add_argument("--seq-len", type=positive_int, default=128, help="context length (128)")
+    lm.add_argument(
+        "--max-chars", type=positive_int, default=None, help="read at most N characters per file"
+    )
+    _add_grid(lm, steps=500, seq_default="")
+    lm.set_defaults(func=_run)
+    nmt = kinds.add_parser(
+        "nmt",
+        help="translation (not available yet: use gpam train nmt per variant)",
+        description="Not available yet in this release.",
+    )
+    nmt.set_defaults(func=_run_nmt)
+
+
+def _run_nmt(args: argparse.Namespace) -> int:
+    raise ValueError(
+        "kind: 'nmt' comparisons are not available yet; run `gpam train nmt` once per variant"
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
-    raise ValueError("this command is not available yet")
+    from gpam.compare.cli_entry import compare_from_args
+
+    args.out = args.out or default_out(f"gpam-compare-{args.kind}")
+    return compare_from_args(args)
