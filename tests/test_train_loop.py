@@ -115,3 +115,16 @@ def test_hf_text_dataset_trains_offline(tmp_path):
     assert res["vocab_size"] == 4 + 5  # specials + the, cat, sat, on, mat
     assert res["val_tokens"] == 10 * 7  # 6 words + <eos> per validation line
     assert res["final_val_loss"] is not None
+
+
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_time_budget_stops_and_validates(tmp_path, clock):
+    tok = CharTokenizer.train([TEXT])
+    cfg = TrainConfig(steps=100000, time_budget=0.3, budget_clock=clock, eval_every=10**6,
+                      warmup=0)  # fmt: skip
+    task = FakeTask([1.5])
+    res = train_loop(_tiny_lm(), task, tok, cfg, tmp_path, DistInfo(), torch.device("cpu"),
+                     quiet=True)  # fmt: skip
+    assert res["stopped"] == "time_budget" and 1 <= res["steps"] < 100000
+    assert res["elapsed_s"] >= 0.3 and res["final_val_loss"] == 1.5  # validated at the end
+    assert task.calls == 1

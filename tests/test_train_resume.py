@@ -149,3 +149,41 @@ def test_train_config_rejects_bad_values():
         TrainConfig(time_budget=-1.0)
     with pytest.raises(ValueError, match="budget_clock"):
         TrainConfig(budget_clock="gpu")
+
+
+@pytest.mark.slow
+def test_nmt_resume_restores_data_position(tmp_path, data_dir):
+    """Interrupted at step 5 (checkpoint at 4) and resumed: same result as a straight run,
+    across an epoch boundary of the length-bucketed batches."""
+    import gzip
+
+    from gpam.train.nmt import NMTDataOptions, train_nmt
+
+    m = data_dir / "multi30k"
+    files = {}
+    for lang in ("de", "en"):
+        with gzip.open(m / f"val.{lang}.gz", "rt", encoding="utf-8") as f:
+            lines = [next(f) for _ in range(60)]
+        files[lang] = tmp_path / f"v.{lang}"
+        files[lang].write_text("".join(lines))
+    d = NMTDataOptions(train_src=str(files["de"]), train_tgt=str(files["en"]),
+                       valid_src=str(files["de"]), valid_tgt=str(files["en"]),
+                       tokenizer="word", max_tokens=500, valid_limit=20)  # fmt: skip
+    kw = dict(d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, dropout=0.1)
+    cfg = TrainConfig(steps=9, warmup=2, eval_every=3, checkpoint_every=4, seed=3)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_at_5(step):
+        if step == 5:
+            raise Interrupt
+
+    straight = train_nmt(d, kw, cfg, tmp_path / "a", quiet=True)
+    with pytest.raises(Interrupt):
+        train_nmt(d, kw, cfg, tmp_path / "b", quiet=True, on_step=stop_at_5)
+    resumed = train_nmt(d, kw, cfg, tmp_path / "b", quiet=True, resume=True)
+    state = json.loads((tmp_path / "a" / "checkpoints" / "ckpt-00000009" /
+                        "trainer_state.json").read_text())["trainer"]  # fmt: skip
+    assert state["pos"]["epoch"] >= 1  # the 9 steps crossed an epoch boundary
+    assert resumed["final_val_loss"] == straight["final_val_loss"]
