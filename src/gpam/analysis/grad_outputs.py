@@ -105,6 +105,38 @@ def comparison_lines(runs: list[dict], key: str, what: str) -> list[str]:
     return lines
 
 
+def dagpam_map_lines(runs: list[dict]) -> list[str]:
+    """daGPAM's positive map alone vs softmax's map, raw and divided by ``lam_pos``.
+
+    ``dL/dS_pos`` carries the factor ``lam_pos`` by construction (``W = lam_pos A_pos - ...``),
+    so the ratio divided by ``lam_pos`` compares the softmax Jacobians themselves.
+    """
+    base = next((r for r in runs if r["variant"] == "softmax"), None)
+    dag = [r for r in runs if r["variant"] == "dagpam"]
+    if base is None or not dag:
+        return []
+    lines = [
+        "",
+        "The positive map alone (`S_pos` vs softmax's `S`); `dL/dS_pos` carries the factor "
+        "lam_pos by construction, so the median ratio is also given divided by lam_pos:",
+        "",
+    ]
+    for r in dag:
+        n = min(len(r["steps"]), len(base["steps"]))
+        parts = []
+        for li, lay in enumerate(r["layers"]):
+            a, b = lay["logit_grad_norm_S_pos"][:n], base["layers"][li]["logit_grad_norm"][:n]
+            frac, med = _frac_larger(a, b), _median_ratio(a, b)
+            if frac is None or med is None:
+                continue
+            parts.append(
+                f"layer {li}: larger at {100 * frac:.0f}% of steps, median ratio {fmt(med)} "
+                f"({fmt(med / r['lam_pos'])} per unit lam_pos)"
+            )
+        lines.append(f"- {r['label']} (lam_pos = {r['lam_pos']:g}): " + "; ".join(parts) + ".")
+    return lines
+
+
 def _verdict(r: dict, base: dict, key: str, n: int) -> str:
     """A closing clause when the comparison holds (or fails) at every step in every layer."""
     fracs = [
@@ -169,6 +201,7 @@ def write_gradients(result: dict, out: Path) -> list[Path]:
     lines += ["", "## Gradient norm at the attention logits, compared with softmax", ""]
     lines += ["All logit maps of a layer together (daGPAM: S_pos and S_neg; diff: S1 and S2):", ""]
     lines += comparison_lines(runs, "logit_grad_norm", "logit-gradient norm was")
+    lines += dagpam_map_lines(runs)
     lines += ["", "## Gradient norm at the layer input, compared with softmax", ""]
     lines += comparison_lines(runs, "input_grad_norm", "input-gradient norm was")
     lines += [
