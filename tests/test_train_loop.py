@@ -128,3 +128,14 @@ def test_time_budget_stops_and_validates(tmp_path, clock):
     assert res["stopped"] == "time_budget" and 1 <= res["steps"] < 100000
     assert res["elapsed_s"] >= 0.3 and res["final_val_loss"] == 1.5  # validated at the end
     assert task.calls == 1
+
+
+def test_hf_dataset_without_validation_split_holds_out(tmp_path):
+    pytest.importorskip("datasets")
+    (tmp_path / "train.txt").write_text("abcdefgh ijkl\n" * 50)
+    d = LMDataOptions(hf_dataset="text", tokenizer="char", seq_len=8, batch_size=2,
+                      hf_data_files={"train": str(tmp_path / "train.txt")})  # fmt: skip
+    res = train_lm(d, dict(d_model=16, n_layers=1, n_heads=2), TrainConfig(steps=1, warmup=0),
+                   tmp_path / "out", quiet=True)  # fmt: skip
+    assert any("last 0.1 of the training split" in n for n in res["data_notes"])
+    assert res["val_tokens"] == pytest.approx(0.1 * (14 * 50 - 1), abs=2)

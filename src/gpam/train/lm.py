@@ -53,12 +53,19 @@ def load_lm_texts(d: LMDataOptions) -> tuple[Any, Any, list[str]]:
     char = d.tokenizer == "char"
     if d.hf_dataset:
         tr = load_hf(d, "train")
-        va = load_hf(d, "validation") if d.valid is None else None
+        if d.valid:
+            va, s = read_lines(d.valid, skip_bad=d.skip_bad)
+            notes.append(s.summary())
+        else:
+            try:
+                va = load_hf(d, "validation")
+            except ValueError:  # no validation split: hold out the end of train instead
+                va = []
         if char:
-            tr = "\n".join(tr)
-            va = "\n".join(va) if va is not None else None
-        if va is None:
+            tr, va = "\n".join(tr), "\n".join(va)
+        if not va:
             tr, va = _holdout(tr, d.holdout_fraction)
+            notes.append(f"validation = last {d.holdout_fraction:g} of the training split")
         return tr, va, notes
     if not d.train:
         raise ValueError("give a training text file (--train FILE) or --hf-dataset NAME")
