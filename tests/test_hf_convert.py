@@ -82,8 +82,11 @@ def _set_lam(model, value: float) -> None:
             (s.lam_neg_param if s.learnable_lambda else s.lam_neg_value).fill_(value)
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
-@pytest.mark.parametrize("neg_query", ["linear", "full", "negate"])
+@pytest.mark.parametrize(
+    ("family", "neg_query"),
+    [(f, "linear") for f in FAMILIES]
+    + [(f, q) for f in ("gpt2", "llama", "bert") for q in ("full", "negate")],
+)
 def test_lam0_forward_equals_original(family, neg_query, batch) -> None:
     ids, mask = batch
     model = FAMILIES[family]().eval()
@@ -149,6 +152,9 @@ def test_cached_matches_full_forward_with_lambda() -> None:
         steps.append(o.logits)
         past = o.past_key_values
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
+    kw = {"max_new_tokens": 5, "do_sample": False, "pad_token_id": 0}
+    static = model.generate(ids[:, :4], cache_implementation="static", **kw)
+    assert torch.equal(static, model.generate(ids[:, :4], **kw))
 
 
 @pytest.mark.parametrize("neg_query", ["linear", "full"])
