@@ -54,13 +54,15 @@ def _shrink_bound_plot(runs: list[dict], path: Path) -> Path:
             if "shrink_bound" in lay:
                 ax.plot(r["steps"], plots._positive(lay["shrink_bound"]), lw=1, ls="--",
                         color=line.get_color(), label=f"{r['label']} bound")  # fmt: skip
-        ax.set_yscale("log")
+        plots.log_y(ax)
         ax.set_xlabel("training step")
-        ax.set_ylabel("shrink of ||res||_1,inf by the attention")
+        if li == 0:
+            ax.set_ylabel("||res(SA(X))||_1,inf / ||res(X)||_1,inf")
         ax.set_title(f"layer {li}")
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].legend(fontsize=6)
-    fig.suptitle("single-layer residual shrink: measured vs bound (gamma as configured)")
+    fig.suptitle("single-layer residual shrink: measured vs Dong et al.'s bound (softmax)")
+    fig.tight_layout()
     return plots._save(fig, path)
 
 

@@ -39,6 +39,19 @@ def spans_decades(values: Sequence[float | None], decades: float = 1.5) -> bool:
     return math.log10(max(vals) / min(vals)) > decades
 
 
+def log_y(ax, values: Sequence[float | None] = ()) -> None:
+    """Log-scale y axis; minor tick labels only when ``values`` span under two decades."""
+    from matplotlib.ticker import LogFormatterSciNotation, NullFormatter
+
+    ax.set_yscale("log")
+    if spans_decades(values, decades=2.0) or not values:
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.yaxis.set_minor_formatter(
+            LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(2, 0.5))
+        )
+
+
 def residual_curves(
     results: Sequence[dict],
     path: Path,
@@ -70,7 +83,7 @@ def residual_curves(
                 hi = _positive([max((v for v in c if v is not None), default=None) for c in cols])
                 ax.fill_between(r["layers"], lo, hi, color=line.get_color(), alpha=0.15)
         if spans_decades(every):
-            ax.set_yscale("log")
+            log_y(ax)
             if eps is not None:
                 ax.axhline(eps, color="grey", ls=":", lw=1, label="machine epsilon")
         ax.set_xlabel("layer (0 = input)")
@@ -78,6 +91,7 @@ def residual_curves(
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")
     fig.suptitle(title)
+    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -97,13 +111,15 @@ def gradient_curves(runs: Sequence[dict], key: str, path: Path, *, ylabel: str, 
             every.extend(series)
             ax.plot(r["steps"], _positive(series), lw=1, label=r["label"])
         if spans_decades(every):
-            ax.set_yscale("log")
+            log_y(ax, every)
         ax.set_xlabel("training step")
-        ax.set_ylabel(ylabel)
+        if li == 0:
+            ax.set_ylabel(ylabel)
         ax.set_title(f"layer {li}")
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="best")
     fig.suptitle(title)
+    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -115,7 +131,7 @@ def loss_curves(runs: Sequence[dict], path: Path) -> Path:
         every.extend(r["loss"])
         ax.plot(r["steps"], _positive(r["loss"]), lw=1, label=r["label"])
     if spans_decades(every):
-        ax.set_yscale("log")
+        log_y(ax, every)
     ax.set_xlabel("training step")
     ax.set_ylabel("training loss (cross-entropy, nats)")
     ax.grid(True, which="both", alpha=0.3)
