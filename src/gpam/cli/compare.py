@@ -146,7 +146,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--dataset", help="Hugging Face dataset NAME[:CONFIG], e.g. wikitext:wikitext-2-raw-v1"
     )
     lm.add_argument("--valid", help="validation text file (default: last 10%% of --train)")
-    lm.add_argument("--level", choices=["char", "word"], default="char", help="tokens (char)")
+    lm.add_argument(
+        "--level", choices=["char", "word", "bpe"], default="char", help="tokenizer (char)"
+    )
     lm.add_argument("--seq-len", type=positive_int, default=128, help="context length (128)")
     lm.add_argument(
         "--max-chars", type=positive_int, default=None, help="read at most N characters per file"

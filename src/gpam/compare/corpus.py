@@ -1,17 +1,16 @@
 """Point a comparison at real text: a plain-text file or a Hugging Face dataset as an LM task.
 
 :class:`TextLMTask` has the same interface as the synthetic tasks (``batch(batch_size, seed)``),
-so ``gpam compare lm`` runs through the same grid, budget and report. Tokenisation is character
-level (default; every character of the training text, unknown ones map to ``<unk>``) or word
-level (whitespace split, the ``max_vocab`` most frequent words). Training batches are random
-windows of ``seq_len + 1`` tokens; validation uses fixed evenly spaced windows of the validation
-text (or the last 10 % of the training text when none is given). Metric: perplexity per token.
+so ``gpam compare lm`` runs through the same grid, budget and report. Reading and tokenisation
+reuse ``gpam.data`` (``read_text``, ``train_tokenizer``: char, word or BPE; ``load_hf_lines``).
+Training batches are random windows of ``seq_len + 1`` tokens; validation uses fixed evenly spaced
+windows of the validation text (or of the last 10 % of the training text when none is given).
+Metric: perplexity per token.
 """
 
 from __future__ import annotations
 
 import os
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +19,7 @@ import torch
 
 from gpam.data.synthetic import SyntheticBatch
 
-LEVELS = ("char", "word")
-
-
-def _split(text: str, level: str) -> list[str]:
-    return list(text) if level == "char" else text.split()
+LEVELS = ("char", "word", "bpe")
 
 
 class TextLMTask:
@@ -40,34 +35,32 @@ class TextLMTask:
         *,
         seq_len: int = 128,
         level: str = "char",
-        max_vocab: int = 10000,
+        max_vocab: int | None = None,
         name: str = "text",
     ):
+        from gpam.data.tokenizer import train_tokenizer
+
         if level not in LEVELS:
             raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
         if seq_len < 2:
             raise ValueError(f"seq_len must be >= 2, got {seq_len}")
-        train = _split(train_text, level)
         if valid_text is None:
-            cut = int(0.9 * len(train))
-            train, valid = train[:cut], train[cut:]
-        else:
-            valid = _split(valid_text, level)
+            cut = int(0.9 * len(train_text))
+            train_text, valid_text = train_text[:cut], train_text[cut:]
+        self.tokenizer = train_tokenizer(level, train_text.splitlines() or [train_text], max_vocab)
+        train = self.tokenizer.encode(train_text)
+        valid = self.tokenizer.encode(valid_text)
         if len(train) < seq_len + 2 or len(valid) < seq_len + 2:
             raise ValueError(
                 f"the corpus is too short for seq_len={seq_len}: {len(train)} training and "
                 f"{len(valid)} validation tokens"
             )
-        counts = Counter(train)
-        vocab = ["<unk>"] + [w for w, _ in counts.most_common(max_vocab - 1)]
-        self.index = {w: i for i, w in enumerate(vocab)}
-        self.vocab = vocab
-        self.vocab_size = len(vocab)
+        self.vocab_size = self.tokenizer.vocab_size
         self.seq_len = seq_len
         self.name = name
         self.level = level
-        self.train_ids = np.array([self.index.get(w, 0) for w in train], dtype=np.int64)
-        self.valid_ids = np.array([self.index.get(w, 0) for w in valid], dtype=np.int64)
+        self.train_ids = np.asarray(train, dtype=np.int64)
+        self.valid_ids = np.asarray(valid, dtype=np.int64)
 
     def _rows(self, ids: np.ndarray, starts: np.ndarray) -> SyntheticBatch:
         rows = torch.from_numpy(np.stack([ids[s : s + self.seq_len + 1] for s in starts]))
@@ -105,21 +98,6 @@ class TextLMTask:
         }
 
 
-def _read(path: str | os.PathLike, max_chars: int | None) -> str:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"no such text file: {p}")
-    if p.suffix == ".gz":
-        import gzip
-
-        with gzip.open(p, "rt", encoding="utf-8") as f:
-            text = f.read(max_chars or -1)
-    else:
-        with p.open(encoding="utf-8") as f:
-            text = f.read(max_chars or -1)
-    return text
-
-
 def text_task_from_files(
     train: str | os.PathLike,
     valid: str | os.PathLike | None = None,
@@ -127,9 +105,11 @@ def text_task_from_files(
     max_chars: int | None = None,
     **kw: Any,
 ) -> TextLMTask:
-    """A :class:`TextLMTask` from plain-text files (``.gz`` allowed); ``max_chars`` caps reading."""
-    tr = _read(train, max_chars)
-    va = _read(valid, max_chars) if valid is not None else None
+    """A :class:`TextLMTask` from plain-text files (``.gz`` allowed); ``max_chars`` caps each."""
+    from gpam.data.text import read_text
+
+    tr = read_text(train)[0][:max_chars]
+    va = read_text(valid)[0][:max_chars] if valid is not None else None
     return TextLMTask(tr, va, name=Path(train).name, **kw)
 
 
@@ -145,27 +125,10 @@ def text_task_from_hf(
 ) -> TextLMTask:
     """A :class:`TextLMTask` from a Hugging Face dataset (needs ``datasets`` and the network or
     a local cache), e.g. ``text_task_from_hf("wikitext", "wikitext-2-raw-v1")``."""
-    try:
-        import datasets
-    except ImportError as e:  # pragma: no cover - optional extra
-        raise ValueError(
-            "dataset: install the 'datasets' extra (pip install gpam[datasets])"
-        ) from e
-    try:
-        ds = datasets.load_dataset(name, config)
-    except Exception as e:  # offline / unknown name: one clear line
-        raise ValueError(f"dataset: could not load {name!r} ({type(e).__name__}: {e})") from e
+    from gpam.data.hf import load_hf_lines
 
     def join(split: str) -> str:
-        if split not in ds:
-            raise ValueError(f"dataset {name!r} has no split {split!r}; it has {list(ds)}")
-        col = ds[split][text_field]
-        text, size = [], 0
-        for line in col:
-            text.append(line)
-            size += len(line) + 1
-            if max_chars and size >= max_chars:
-                break
-        return "\n".join(text)
+        lines = load_hf_lines(name, config=config, split=split, column=text_field)
+        return "\n".join(lines)[:max_chars]
 
     return TextLMTask(join(train_split), join(valid_split), name=name, **kw)
