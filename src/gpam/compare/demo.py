@@ -76,6 +76,23 @@ def rank_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def rank_summary(result: dict[str, Any]) -> str:
+    """One sentence naming the settings with the largest and smallest residual at the last layer."""
+    last = [
+        (r["residual_fro_mean"][-1], r["label"])
+        for r in result["results"]
+        if r["residual_fro_mean"][-1] is not None
+    ]
+    if not last:
+        return ""
+    hi, lo = max(last), min(last)
+    depth = result["config"]["depth"]
+    return (
+        f"After {depth} layers the residual is largest for {hi[1]} ({hi[0]:.3g}) and smallest "
+        f"for {lo[1]} ({lo[0]:.3g})."
+    )
+
+
 def run_demo(
     out: str | Path, settings: DemoSettings | None = None, *, progress: bool = True, echo=print
 ) -> Path:
@@ -98,6 +115,7 @@ def run_demo(
     rc = _rank_collapse(s, out / "rank_collapse", progress)
     rtab = rank_table(rc)
     echo(rtab)
+    echo(rank_summary(rc))
     echo("")
     task = make_task(s.task, **s.task_options)
     cfg = CompareConfig(
@@ -133,8 +151,7 @@ def run_demo(
             "## 1. Rank collapse at initialisation",
             "",
             "Relative residual ||X - 1x̄ᵀ||_F / ||X||_F after each layer of a pure-attention "
-            "stack (no skip connections, fresh weights): softmax mixes tokens towards one vector; "
-            "daGPAM's affine weights keep them apart. Details: "
+            f"stack (no skip connections, fresh weights). {rank_summary(rc)} Details: "
             "[rank_collapse/report.md](rank_collapse/report.md), "
             "plot `rank_collapse/rank_collapse_attention.png`.",
             "",
