@@ -81,7 +81,8 @@ def _norm(t: torch.Tensor | None) -> float | None:
 
 
 def _append(store: dict, key: str, value: float | None) -> None:
-    store.setdefault(key, []).append(value)
+    """Append to ``store[key]``; non-finite values become None (valid JSON)."""
+    store.setdefault(key, []).append(value if value is None or math.isfinite(value) else None)
 
 
 def _record_layer(store: dict, layer: dict, factor: float | None) -> None:
