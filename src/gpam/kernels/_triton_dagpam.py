@@ -9,10 +9,14 @@ Layout: every tensor is (B, H, L, D) addressed through its strides; lse/delta ar
 
 from __future__ import annotations
 
+import os
+
 import triton
 import triton.language as tl
 
 LOG2E = 1.4426950408889634
+# Triton picks interpreter vs compiler when @triton.jit runs, i.e. when this module is imported.
+INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 @triton.jit

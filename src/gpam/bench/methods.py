@@ -1,0 +1,102 @@
+"""The attention-core implementations that ``gpam bench`` times: one callable per method.
+
+Every method maps ``(q, q_neg, k, v)`` of shape (B, H, L, D) to an output (B, H, L, D):
+
+* ``sdpa``: ``F.scaled_dot_product_attention`` softmax (the baseline of every ratio);
+* each name in ``gpam.VARIANTS`` through ``gpam.functional.attention`` (daGPAM uses ``q_neg``);
+* ``dagpam_naive``: daGPAM with the explicit L x L weight matrix W materialised;
+* ``dagpam_1call``: daGPAM as *one* SDPA call over stacked heads (2H query heads sharing K/V
+  through grouped-query attention), exact, memory linear in L;
+* ``dagpam_fused``: the Triton kernel of ``gpam.kernels`` (only where it is available).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+import gpam
+from gpam.functional import attention
+from gpam.kernels import dagpam_fused, fused_dagpam_available
+
+Method = Callable[[Tensor, Tensor, Tensor, Tensor, bool, float], Tensor]
+EXTRA_METHODS: tuple[str, ...] = ("sdpa", "dagpam_naive", "dagpam_1call", "dagpam_fused")
+
+
+def sdpa(q: Tensor, qn: Tensor, k: Tensor, v: Tensor, causal: bool, lam: float) -> Tensor:
+    """Softmax attention by ``F.scaled_dot_product_attention``."""
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+
+def dagpam_naive(q: Tensor, qn: Tensor, k: Tensor, v: Tensor, causal: bool, lam: float) -> Tensor:
+    """daGPAM with W = (1 + lam) softmax(q k^T s) - lam softmax(qn k^T s) built explicitly."""
+    s = q.shape[-1] ** -0.5
+    kt = k.transpose(-2, -1)
+    sp, sn = (q @ kt) * s, (qn @ kt) * s
+    if causal:
+        keep = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+        sp, sn = sp.masked_fill(~keep, float("-inf")), sn.masked_fill(~keep, float("-inf"))
+    w = (1.0 + lam) * sp.softmax(-1) - lam * sn.softmax(-1)
+    return w @ v
+
+
+def dagpam_1call(q: Tensor, qn: Tensor, k: Tensor, v: Tensor, causal: bool, lam: float) -> Tensor:
+    """daGPAM by one SDPA call: heads (2h, 2h+1) = (q_pos_h, q_neg_h) share k_h, v_h (GQA)."""
+    b, h, length, d = q.shape
+    both = torch.stack((q, qn), dim=2).reshape(b, 2 * h, length, d)
+    out = F.scaled_dot_product_attention(both, k, v, is_causal=causal, enable_gqa=True)
+    out = out.view(b, h, 2, length, v.shape[-1])
+    return torch.lerp(out[:, :, 1], out[:, :, 0], 1.0 + lam)
+
+
+def fused(q: Tensor, qn: Tensor, k: Tensor, v: Tensor, causal: bool, lam: float) -> Tensor:
+    """The Triton kernel (CUDA)."""
+    return dagpam_fused(q, qn, k, v, 1.0 + lam, lam, causal, None)
+
+
+def _variant(name: str) -> Method:
+    def run(q: Tensor, qn: Tensor, k: Tensor, v: Tensor, causal: bool, lam: float) -> Tensor:
+        if name == "dagpam":
+            return attention(name, q, k, v, q_neg=qn, lam_neg=lam, is_causal=causal)  # type: ignore[return-value]
+        if name == "diff":
+            # Ye et al.'s equal-cost layout: H/2 heads of two sub-heads, values of width 2D.
+            b, h, length, d = v.shape
+            v2 = v.view(b, h // 2, 2, length, d).transpose(2, 3).reshape(b, h // 2, length, 2 * d)
+            return attention(name, q, k, v2, is_causal=causal)  # type: ignore[return-value]
+        return attention(name, q, k, v, is_causal=causal)  # type: ignore[return-value]
+
+    run.__doc__ = f"gpam.functional.attention({name!r}, ...)"
+    return run
+
+
+def all_methods() -> tuple[str, ...]:
+    """Every method name ``gpam bench`` knows (``sdpa`` first)."""
+    return ("sdpa", *gpam.VARIANTS, "dagpam_naive", "dagpam_1call", "dagpam_fused")
+
+
+def get_method(name: str) -> Method:
+    """The callable for a method name (see :func:`all_methods`)."""
+    table: dict[str, Method] = {
+        "sdpa": sdpa,
+        "dagpam_naive": dagpam_naive,
+        "dagpam_1call": dagpam_1call,
+        "dagpam_fused": fused,
+    }
+    if name in table:
+        return table[name]
+    if name in gpam.VARIANTS:
+        return _variant(name)
+    raise ValueError(f"method must be one of {', '.join(all_methods())}; got {name!r}")
+
+
+def method_available(name: str, q: Tensor) -> bool:
+    """False for ``dagpam_fused`` where the kernel cannot run on ``q``; True otherwise."""
+    return fused_dagpam_available(q) if name == "dagpam_fused" else True
+
+
+def quadratic(name: str) -> bool:
+    """Whether the method materialises L x L matrices (memory quadratic in L)."""
+    return name not in ("sdpa", "softmax", "dagpam", "diff", "dagpam_1call", "dagpam_fused")

@@ -1,0 +1,139 @@
+"""gpam.bench: methods agree with the reference, memory measurement sees L x L, reports, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from gpam.bench import all_methods, get_method, run_bench
+from gpam.bench.core import CoreBenchConfig, run_core_bench
+from gpam.bench.measure import count_flops, peak_memory_bytes, summarize
+from gpam.cli.main import main
+from gpam.functional import dagpam_attention
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("name", ["dagpam", "dagpam_naive", "dagpam_1call"])
+def test_dagpam_methods_equal_functional(name, causal):
+    torch.manual_seed(0)
+    q, qn, k, v = (torch.randn(2, 4, 37, 16, dtype=torch.float64) for _ in range(4))
+    want = dagpam_attention(q, qn, k, v, lam_neg=0.3, is_causal=causal)
+    got = get_method(name)(q, qn, k, v, causal, 0.3)
+    torch.testing.assert_close(got, want)
+
+
+def test_every_method_runs_forward_and_backward():
+    torch.manual_seed(0)
+    xs = [torch.randn(1, 2, 20, 16, requires_grad=True) for _ in range(4)]
+    for name in all_methods():
+        if name == "dagpam_fused":
+            continue  # CUDA only (interpreter tests live in test_kernels_triton.py)
+        out = get_method(name)(*xs, True, 0.5)
+        out.sum().backward()
+        assert torch.isfinite(out).all(), name
+    with pytest.raises(ValueError, match="method"):
+        get_method("nope")
+
+
+def test_peak_memory_sees_quadratic_matrix_and_linear_sdpa():
+    torch.manual_seed(0)
+
+    def peak(name, length):
+        xs = [torch.randn(1, 2, length, 16, requires_grad=True) for _ in range(4)]
+        return peak_memory_bytes(lambda: get_method(name)(*xs, True, 0.5).sum().backward(), CPU)
+
+    one_matrix = 2 * 1024 * 1024 * 4  # (B, H, L, L) float32 at L = 1024
+    naive = peak("dagpam_naive", 1024)
+    assert naive >= 2 * one_matrix  # two score maps at least
+    assert naive > 10 * peak("dagpam_naive", 256)  # 4x the length: ~16x the bytes
+    for name in ("sdpa", "dagpam"):
+        # (SDPA's CPU kernel sizes its work tiles by L up to a cap, so compare from L = 1024)
+        small, large = peak(name, 1024), peak(name, 4096)
+        assert 0 < small < one_matrix / 2, name
+        assert large < 5 * small, name  # 4x the length: ~4x the bytes (linear plus a constant)
+    # an allocation that is freed before the end still counts as peak
+    assert peak_memory_bytes(lambda: torch.empty(1_000_000).sum(), CPU) >= 4_000_000
+
+
+def test_summarize_pairs_rounds_and_flops_count_sdpa():
+    s = summarize({"sdpa": [1.0, 2.0, 4.0], "x": [2.0, 4.0, 8.0]}, "sdpa")
+    assert s["x"]["ratio"] == 2.0 and s["sdpa"]["ratio"] == 1.0 and s["x"]["median_s"] == 4.0
+    q = torch.randn(1, 2, 32, 16)
+    flops = count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q))
+    assert flops == 4 * 2 * 32 * 32 * 16
+
+
+def test_config_validation_names_the_argument():
+    with pytest.raises(ValueError, match="dtypes"):
+        CoreBenchConfig(dtypes=("float8",)).validate()
+    with pytest.raises(ValueError, match="sdpa"):
+        CoreBenchConfig(methods=("dagpam",)).validate()
+    with pytest.raises(ValueError, match="lengths"):
+        CoreBenchConfig(lengths=(0,)).validate()
+
+
+def test_run_core_bench_rows_and_ratios():
+    cfg = CoreBenchConfig(
+        lengths=(32,),
+        batch=1,
+        heads=2,
+        head_dim=16,
+        passes=("fwdbwd",),
+        methods=("sdpa", "dagpam", "dagpam_naive"),
+        repeats=2,
+        warmup=0,
+        memory_lengths=(64, 128),
+    )
+    res = run_core_bench(cfg, progress=False)
+    assert {r["method"] for r in res["time"]} == {"sdpa", "dagpam", "dagpam_naive"}
+    assert all(r["median_s"] > 0 for r in res["time"])
+    assert [r["ratio"] for r in res["time"] if r["method"] == "sdpa"] == [1.0]
+    naive = {r["L"]: r["peak_bytes"] for r in res["memory"] if r["method"] == "dagpam_naive"}
+    assert naive[128] > 2.5 * naive[64]  # quadratic growth is visible
+    json.dumps(res)
+
+
+def test_cli_writes_json_report_and_plots(tmp_path, capsys):
+    out = tmp_path / "b"
+    rc = main(
+        [
+            "bench",
+            "--lengths",
+            "32",
+            "--batch",
+            "1",
+            "--heads",
+            "2",
+            "--head-dim",
+            "16",
+            "--methods",
+            "sdpa,dagpam",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--memory-lengths",
+            "64",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert rc == 0
+    data = json.loads((out / "bench.json").read_text())
+    assert len(data["time"]) == 4 and len(data["memory"]) == 2
+    report = (out / "report.md").read_text()
+    assert "| dagpam |" in report.replace("| 32 | dagpam |", "| dagpam |")
+    assert (out / "core_time.png").stat().st_size > 0 and (out / "core_memory.png").exists()
+
+
+def test_cli_bad_input_is_a_one_line_error(tmp_path, capsys):
+    rc = main(["bench", "--methods", "sdpa,bogus", "--out", str(tmp_path / "x")])
+    assert rc == 2
+    assert "method must be one of" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="threads"):
+        run_bench(tmp_path / "y", threads=0)

@@ -1,0 +1,123 @@
+"""Fused daGPAM Triton kernel vs a float64 reference, in Triton's CPU interpreter.
+
+Triton chooses between compiling and interpreting when each ``@triton.jit`` function is
+*defined*, including its standard library (``tl.sum``, ``tl.zeros``) at ``import triton``. So
+the kernel tests run in a child pytest process started with ``TRITON_INTERPRET=1`` in its
+environment (``test_interpreter_suite``); in the parent process they are skipped, and the
+parent's environment stays untouched for every other test.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+CHILD = os.environ.get("GPAM_TRITON_CHILD") == "1"
+pytestmark = [
+    pytest.mark.triton,
+    pytest.mark.skipif(
+        importlib.util.find_spec("triton") is None, reason="triton cannot be imported"
+    ),
+]
+child_only = pytest.mark.skipif(
+    not CHILD, reason="runs in the TRITON_INTERPRET=1 child process of test_interpreter_suite"
+)
+
+
+@pytest.mark.skipif(CHILD, reason="this is the child process")
+def test_interpreter_suite():
+    env = {**os.environ, "TRITON_INTERPRET": "1", "GPAM_TRITON_CHILD": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", __file__, "-q", "-x", "-p", "no:cacheprovider"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout and "skipped" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def fused():
+    assert os.environ.get("TRITON_INTERPRET") == "1"
+    from gpam.kernels import dagpam_fused
+    from gpam.kernels.dagpam_fused import _kernels
+
+    assert _kernels().INTERPRETED
+    return dagpam_fused
+
+
+def reference(qp, qn, k, v, lam_pos, lam_neg, causal, scale):
+    """Explicit float64 daGPAM: (lam_pos softmax(qp k^T s) - lam_neg softmax(qn k^T s)) v."""
+    sp = (qp @ k.transpose(-1, -2)) * scale
+    sn = (qn @ k.transpose(-1, -2)) * scale
+    if causal:
+        keep = torch.ones(qp.shape[2], k.shape[2], dtype=torch.bool).tril()
+        sp = sp.masked_fill(~keep, float("-inf"))
+        sn = sn.masked_fill(~keep, float("-inf"))
+    lp = lam_pos.view(1, -1, 1, 1) if torch.is_tensor(lam_pos) else lam_pos
+    ln = lam_neg.view(1, -1, 1, 1) if torch.is_tensor(lam_neg) else lam_neg
+    return lp * (sp.softmax(-1) @ v) - ln * (sn.softmax(-1) @ v)
+
+
+@child_only
+@pytest.mark.parametrize(
+    ("length", "head_dim", "causal", "tensor_lam"),
+    [(32, 16, True, True), (48, 16, False, True), (48, 64, True, False), (40, 32, False, False)],
+)
+def test_fused_matches_float64_reference(fused, length, head_dim, causal, tensor_lam):
+    torch.manual_seed(length + head_dim)
+    shape = (1, 2, length, head_dim)
+    xs = [torch.randn(shape, requires_grad=True) for _ in range(4)]
+    lam = torch.tensor([0.3, 0.8], requires_grad=True) if tensor_lam else 0.6
+    lam_pos = 1 + lam
+    scale = 0.7 / head_dim**0.5
+    out = fused(*xs, lam_pos, lam, causal, scale)
+    grad = torch.randn_like(out)
+    wrt = xs + ([lam] if tensor_lam else [])
+    got = torch.autograd.grad(out, wrt, grad)
+
+    xd = [x.detach().double().requires_grad_() for x in xs]
+    lam_d = lam.detach().double().requires_grad_() if tensor_lam else lam
+    ref = reference(*xd, 1 + lam_d, lam_d, causal, scale)
+    want = torch.autograd.grad(ref, xd + ([lam_d] if tensor_lam else []), grad.double())
+
+    assert out.shape == shape and out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), ref, atol=2e-5, rtol=1e-4)
+    for name, g, w in zip(["q_pos", "q_neg", "k", "v", "lam"], got, want):
+        torch.testing.assert_close(g.double(), w, atol=5e-5, rtol=1e-4, msg=name)
+
+
+@child_only
+def test_fused_grouped_kv_and_default_scale(fused):
+    torch.manual_seed(1)
+    qp, qn = torch.randn(1, 4, 24, 16), torch.randn(1, 4, 24, 16)
+    k, v = torch.randn(1, 2, 24, 16), torch.randn(1, 2, 24, 16)
+    out = fused(qp, qn, k, v, 1.5, 0.5, False, None)
+    ke, ve = k.repeat_interleave(2, 1), v.repeat_interleave(2, 1)
+    ref = reference(qp.double(), qn.double(), ke.double(), ve.double(), 1.5, 0.5, False, 0.25)
+    torch.testing.assert_close(out.double(), ref, atol=2e-5, rtol=1e-4)
+
+
+@child_only
+def test_fused_lam_zero_is_softmax_sdpa(fused):
+    torch.manual_seed(2)
+    q, qn, k, v = (torch.randn(1, 2, 33, 16) for _ in range(4))
+    out = fused(q, qn, k, v, 1.0, 0.0, True, None)
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(out, want, atol=2e-5, rtol=1e-4)
+
+
+@child_only
+def test_predicate_and_errors(fused):
+    from gpam.kernels import fused_dagpam_available
+
+    q = torch.randn(1, 2, 16, 64)
+    assert not fused_dagpam_available(q)  # CPU tensors always take the SDPA path
+    with pytest.raises(ValueError, match="head_dim"):
+        fused(*(torch.randn(1, 2, 16, 24) for _ in range(4)), 1.5, 0.5, False, None)
+    with pytest.raises(ValueError, match="lam_neg"):
+        fused(q, q, q, q, 1.5, torch.ones(3), False, None)
