@@ -157,16 +157,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     lm.set_defaults(func=_run)
     nmt = kinds.add_parser(
         "nmt",
-        help="translation (not available yet: use gpam train nmt per variant)",
-        description="Not available yet in this release.",
+        help="translation on your aligned files or a Hugging Face dataset (via gpam train nmt)",
+        description="Compare encoder-decoder translation models (gpam.train.nmt.train_nmt per run, "
+        "resumable from its checkpoints); final metric BLEU on the first --bleu-limit "
+        "validation pairs (or validation perplexity with --bleu-limit 0).",
     )
-    nmt.set_defaults(func=_run_nmt)
-
-
-def _run_nmt(args: argparse.Namespace) -> int:
-    raise ValueError(
-        "kind: 'nmt' comparisons are not available yet; run `gpam train nmt` once per variant"
+    nmt.add_argument("--train-src", help="training source file (one sentence per line)")
+    nmt.add_argument("--train-tgt", help="training target file, aligned with --train-src")
+    nmt.add_argument("--valid-src", help="validation source file")
+    nmt.add_argument("--valid-tgt", help="validation target file")
+    nmt.add_argument("--dataset", help="Hugging Face dataset NAME[:CONFIG], e.g. iwslt2017:...")
+    nmt.add_argument("--src-lang", default="de", help="source language key for --dataset (de)")
+    nmt.add_argument("--tgt-lang", default="en", help="target language key for --dataset (en)")
+    nmt.add_argument(
+        "--tokenizer", choices=["bpe", "word", "char"], default="bpe", help="tokenizer (bpe)"
     )
+    nmt.add_argument("--vocab-size", type=positive_int, default=None, help="tokenizer vocabulary")
+    nmt.add_argument("--max-len", type=positive_int, default=64, help="max tokens per side (64)")
+    nmt.add_argument(
+        "--bleu-limit",
+        type=int,
+        default=200,
+        help="validation pairs scored with BLEU (200; 0 = use validation perplexity)",
+    )
+    nmt.add_argument("--beam-size", type=positive_int, default=1, help="beam for BLEU (1)")
+    _add_grid(nmt, steps=500, seq_default="")
+    nmt.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:

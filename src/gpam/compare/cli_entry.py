@@ -39,16 +39,38 @@ def make_task_from_args(args: argparse.Namespace) -> Any:
     return text_task_from_files(args.train, args.valid, max_chars=args.max_chars, **kw)
 
 
+def nmt_data_from_args(args: argparse.Namespace) -> Any:
+    """``gpam.train.nmt.NMTDataOptions`` from the ``compare nmt`` options."""
+    from gpam.train.nmt import NMTDataOptions
+
+    name, _, config = (args.dataset or "").partition(":")
+    if not args.dataset and not (args.train_src and args.train_tgt):
+        raise ValueError("give --train-src/--train-tgt/--valid-src/--valid-tgt or --dataset NAME")
+    return NMTDataOptions(
+        train_src=args.train_src,
+        train_tgt=args.train_tgt,
+        valid_src=args.valid_src,
+        valid_tgt=args.valid_tgt,
+        hf_dataset=name or None,
+        hf_config=config or None,
+        src_lang=args.src_lang,
+        tgt_lang=args.tgt_lang,
+        tokenizer=args.tokenizer,
+        vocab_size=args.vocab_size,
+        max_len=args.max_len,
+    )
+
+
 def compare_from_args(args: argparse.Namespace) -> int:
     """Run ``gpam compare`` with parsed ``args``; prints the table and the report path."""
     if getattr(args, "threads", None):
         import torch
 
         torch.set_num_threads(args.threads)
-    task = make_task_from_args(args)
+    task = None if args.kind == "nmt" else make_task_from_args(args)
     config = CompareConfig(
         kind=args.kind,
-        task=getattr(args, "task", None) or task.name,
+        task=getattr(args, "task", None) or (task.name if task else "nmt"),
         variants=list(args.variants),
         seeds=list(args.seeds),
         lam_negs=list(args.lam_neg),
@@ -61,7 +83,19 @@ def compare_from_args(args: argparse.Namespace) -> int:
         save_models=args.save_models,
     )
     out = Path(args.out).resolve()
-    results = run_compare(config, task, out, progress=not args.quiet)
+    if args.kind == "nmt":
+        from gpam.compare.nmt import run_compare_nmt
+
+        results = run_compare_nmt(
+            config,
+            nmt_data_from_args(args),
+            out,
+            bleu_limit=args.bleu_limit,
+            beam_size=args.beam_size,
+            progress=not args.quiet,
+        )
+    else:
+        results = run_compare(config, task, out, progress=not args.quiet)
     print(format_table(results["summary"]))
     print(f"report: {out / 'report.md'}")
     return 0

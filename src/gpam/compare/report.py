@@ -55,8 +55,14 @@ def plot_curves(results: dict[str, Any], out: Path) -> list[Path]:
     labels = [r["label"] for r in summary["variants"]]
     runs = [r for r in results["runs"].values() if r.get("status") == "done"]
     paths = []
+    has_metric = all("val_metric" in p for r in runs for p in r["curve"])
+    first = (
+        ("val_metric", f"validation {summary['metric']}", "curves_metric.png", None)
+        if has_metric
+        else ("val_loss", "validation loss (nats/token)", "curves_metric.png", True)
+    )
     for key, ylabel, fname, logy in (
-        ("val_metric", f"validation {summary['metric']}", "curves_metric.png", None),
+        first,
         ("train_loss", "training loss (cross-entropy, nats)", "curves_loss.png", True),
     ):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))

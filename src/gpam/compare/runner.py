@@ -28,7 +28,7 @@ from gpam.compare.trainer import Task, TrainSettings, check_device, train_run
 
 SCHEMA = "gpam.compare/1"
 MATCHED = "softmax-matched"
-KINDS = ("synthetic", "lm")
+KINDS = ("synthetic", "lm", "nmt")
 
 
 @dataclass
