@@ -125,7 +125,7 @@ def write_report(results: dict[str, Any], out: str | Path) -> Path:
     text = [
         f"# gpam compare {results['kind']}: {results['task']['task']}",
         "",
-        f"Task: `{results['task']}`  ",
+        "Task: " + ", ".join(f"{k}={v}" for k, v in results["task"].items() if k != "task") + "  ",
         f"Model: TransformerLM d_model={cfg['d_model']}, n_layers={cfg['n_layers']}, "
         f"n_heads={cfg['n_heads']}, daGPAM lam_neg={cfg['lam_negs']}  ",
         f"Budget: {budget}, batch {tr['batch_size']}, lr {tr['lr']:g}, device {tr['device']}; "
