@@ -41,6 +41,7 @@ def run_bench(
     model_repeats: int = 5,
     threads: int | None = None,
     device: str = "cpu",
+    clock: str = "wall",
     seed: int = 0,
     progress: bool = True,
     command: str | None = None,
@@ -70,9 +71,13 @@ def run_bench(
         seed=seed,
     )
     cfg.validate()
+    if not lengths and not memory_lengths and not models:
+        raise ValueError("lengths and memory_lengths are empty and models is off: nothing to run")
     result = run_core_bench(cfg, progress=progress)
     if models:
-        mcfg = model_config or ModelBenchConfig(repeats=model_repeats, device=device, seed=seed)
+        mcfg = model_config or ModelBenchConfig(
+            repeats=model_repeats, device=device, clock=clock, seed=seed
+        )
         result["models"] = run_model_bench(mcfg, progress=progress)
         result["models_config"] = vars(mcfg) | {"attentions": list(mcfg.attentions)}
         result["models_note"] = (

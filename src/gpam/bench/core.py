@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm import tqdm
 
-from gpam.bench.measure import interleaved_times, peak_memory_bytes, summarize
+from gpam.bench.measure import CLOCKS, interleaved_times, peak_memory_bytes, summarize
 from gpam.bench.methods import all_methods, get_method, method_available, quadratic
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -40,6 +40,7 @@ class CoreBenchConfig:
     memory_heads: int = 2
     max_quadratic_gb: float = 6.0
     device: str = "cpu"
+    clock: str = "wall"
     seed: int = 0
 
     def validate(self) -> None:
@@ -54,8 +55,6 @@ class CoreBenchConfig:
             values = list(getattr(self, name))
             if any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in values):
                 raise ValueError(f"{name} must be positive integers, got {values!r}")
-        if not self.lengths and not self.memory_lengths:
-            raise ValueError("lengths and memory_lengths are both empty: nothing to measure")
         for d in self.dtypes:
             if d not in DTYPES:
                 raise ValueError(f"dtypes must be among {', '.join(DTYPES)}; got {d!r}")
@@ -70,6 +69,8 @@ class CoreBenchConfig:
             raise ValueError("heads and memory_heads must be even for 'diff' (pairs of sub-heads)")
         if not self.lam >= 0:
             raise ValueError(f"lam must be >= 0, got {self.lam}")
+        if self.clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {', '.join(CLOCKS)}; got {self.clock!r}")
         torch.device(self.device)
 
 
@@ -129,7 +130,9 @@ def time_core(cfg: CoreBenchConfig, progress: bool = True) -> list[dict]:
         xs = _inputs(cfg.batch, cfg.heads, length, cfg.head_dim, dtype, device, p == "fwdbwd")
         names = [m for m in cfg.methods if method_available(m, xs[0])]
         fns = {m: _call(m, xs, causal, cfg.lam, p == "fwdbwd") for m in names}
-        times = interleaved_times(fns, repeats=cfg.repeats, warmup=cfg.warmup, device=device)
+        times = interleaved_times(
+            fns, repeats=cfg.repeats, warmup=cfg.warmup, device=device, clock=cfg.clock
+        )
         for m, stats in summarize(times, "sdpa").items():
             rows.append(
                 {"L": length, "dtype": dt, "causal": causal, "pass": p, "method": m, **stats}
@@ -181,6 +184,7 @@ def run_core_bench(cfg: CoreBenchConfig, progress: bool = True) -> dict:
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "device": cfg.device,
+            "clock": cfg.clock,
             "cuda": torch.cuda.get_device_name()
             if torch.device(cfg.device).type == "cuda"
             else None,

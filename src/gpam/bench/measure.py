@@ -24,13 +24,24 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_once(fn: Callable[[], object], device: torch.device) -> float:
-    """Wall-clock seconds of one call of ``fn`` (device-synchronised)."""
+CLOCKS = ("wall", "cpu")
+
+
+def time_once(fn: Callable[[], object], device: torch.device, clock: str = "wall") -> float:
+    """Seconds of one call of ``fn`` (device-synchronised).
+
+    ``clock="wall"``: elapsed time. ``clock="cpu"``: CPU time of this process
+    (``time.process_time``), which other processes on a shared machine barely disturb; with
+    one torch thread it is the compute time (with several it sums over threads).
+    """
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {', '.join(CLOCKS)}; got {clock!r}")
+    now = time.perf_counter if clock == "wall" or device.type == "cuda" else time.process_time
     synchronize(device)
-    t0 = time.perf_counter()
+    t0 = now()
     fn()
     synchronize(device)
-    return time.perf_counter() - t0
+    return now() - t0
 
 
 def interleaved_times(
@@ -39,6 +50,7 @@ def interleaved_times(
     repeats: int,
     warmup: int,
     device: torch.device,
+    clock: str = "wall",
 ) -> dict[str, list[float]]:
     """Seconds per call for each function, measured round-robin (one call of each per round).
 
@@ -51,7 +63,7 @@ def interleaved_times(
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            times[name].append(time_once(fn, device))
+            times[name].append(time_once(fn, device, clock))
     return times
 
 
@@ -65,6 +77,7 @@ def summarize(times: dict[str, list[float]], base: str) -> dict[str, dict[str, f
             "min_s": min(ts),
             "ratio": statistics.median(ratios),
             "ratio_of_medians": statistics.median(ts) / statistics.median(times[base]),
+            "ratio_of_mins": min(ts) / min(times[base]),
         }
     return out
 

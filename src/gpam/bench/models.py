@@ -38,6 +38,7 @@ class ModelBenchConfig:
     repeats: int = 5
     warmup: int = 1
     device: str = "cpu"
+    clock: str = "wall"
     seed: int = 0
 
 
@@ -102,7 +103,11 @@ def run_model_bench(cfg: ModelBenchConfig, progress: bool = True) -> list[dict]:
     work = {a: _lm_workload(cfg, a, device) for a in names}
     flops = {a: count_flops(work[a][1]) for a in names}
     times = interleaved_times(
-        {a: w[0] for a, w in work.items()}, repeats=cfg.repeats, warmup=cfg.warmup, device=device
+        {a: w[0] for a, w in work.items()},
+        repeats=cfg.repeats,
+        warmup=cfg.warmup,
+        device=device,
+        clock=cfg.clock,
     )
     stats = summarize(times, names[0])
     for a in names:

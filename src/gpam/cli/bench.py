@@ -69,6 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default: 1024,2048,4096,8192)",
     )
     p.add_argument("--no-memory", action="store_true", help="skip the memory measurements")
+    p.add_argument("--no-time", action="store_true", help="skip the core timing grid")
     p.add_argument("--memory-batch", type=int, default=1, help="batch for memory (default: 1)")
     p.add_argument("--memory-heads", type=int, default=2, help="heads for memory (default: 2)")
     p.add_argument(
@@ -86,6 +87,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model-repeats", type=int, default=5, help="timed rounds per model workload (default: 5)"
     )
+    p.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall: elapsed time; cpu: this process's CPU time, robust on a shared "
+        "machine (use with --threads 1) (default: wall)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     add_device(p)
     add_seed(p)
@@ -100,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
     out = args.out or default_out("gpam-bench")
     paths = run_bench(
         out,
-        lengths=args.lengths,
+        lengths=[] if args.no_time else args.lengths,
         batch=args.batch,
         heads=args.heads,
         head_dim=args.head_dim,
@@ -119,6 +127,7 @@ def _run(args: argparse.Namespace) -> int:
         model_repeats=args.model_repeats,
         threads=args.threads,
         device=args.device,
+        clock=args.clock,
         seed=args.seed,
         progress=not args.quiet,
         command="gpam " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None,
