@@ -80,8 +80,10 @@ def test_tiny_grid_schema_report_and_resume(tmp_path: Path, task, counted) -> No
     assert gap < rows["dagpam"]["params"] - rows["softmax"]["params"]
     assert "vs_softmax" in rows["dagpam"] and rows["dagpam"]["vs_softmax"]["n"] == 2
     assert "vs_softmax" not in rows["softmax"]
+    assert rows["dagpam"]["curve_mean_vs_softmax"]["n"] == 2
+    assert 0.0 <= rows["softmax"]["curve_mean_mean"] <= 1.0
     report = (tmp_path / "report.md").read_text()
-    assert "| dagpam |" in report and "Pearson" in report
+    assert "| dagpam |" in report and "Pearson" in report and "Learning speed" in report
     for png in ("curves_metric.png", "curves_loss.png", "rank_vs_metric.png"):
         assert (tmp_path / png).stat().st_size > 1000
 
@@ -225,3 +227,11 @@ def test_compare_lm_on_real_corpus(data_dir: Path, tmp_path: Path) -> None:
     doc = run_compare(cfg, task, tmp_path, progress=False)
     ppl = doc["runs"]["softmax/seed=0"]["final_metric"]
     assert 1.0 < ppl < task.vocab_size  # learned something beyond a uniform guess
+
+
+def test_curve_mean_is_the_mean_over_evaluation_points() -> None:
+    from gpam.compare.runner import curve_mean
+
+    run = {"curve": [{"step": 1, "val_metric": 0.2}, {"step": 2, "val_metric": 0.6}]}
+    assert curve_mean(run) == pytest.approx(0.4)
+    assert curve_mean({"curve": [{"step": 1, "val_loss": 1.0}]}) is None

@@ -42,6 +42,26 @@ def format_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_speed_table(summary: dict[str, Any]) -> str | None:
+    """Learning speed: mean validation metric over all evaluation points, paired vs softmax."""
+    rows = [r for r in summary["variants"] if "curve_mean_mean" in r]
+    if not rows:
+        return None
+    metric = summary["metric"]
+    lines = [
+        f"| variant | mean {metric} over the curve (mean ± std) | Δ vs softmax [95% CI] | p |",
+        "| --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        d = r.get("curve_mean_vs_softmax")
+        diff = f"{d['mean']:+.4g} [{_f(d['ci_low'])}, {_f(d['ci_high'])}]" if d else "—"
+        p = _f(d["p"], 3) if d else "—"
+        lines.append(
+            f"| {r['label']} | {_pm(r['curve_mean_mean'], r['curve_mean_std'])} | {diff} | {p} |"
+        )
+    return "\n".join(lines)
+
+
 def plot_curves(results: dict[str, Any], out: Path) -> list[Path]:
     """``curves_metric.png`` and ``curves_loss.png``: validation metric / training loss vs step,
     mean over seeds per variant (shaded: min-max over seeds)."""
@@ -140,6 +160,18 @@ def write_report(results: dict[str, Any], out: str | Path) -> Path:
         "",
         format_table(summary),
         "",
+    ]
+    speed = format_speed_table(summary)
+    if speed:
+        text += [
+            "Learning speed at the same budget: the validation metric averaged over every "
+            "evaluation point of the run (area under the learning curve / its length), paired "
+            "across seeds as above.",
+            "",
+            speed,
+            "",
+        ]
+    text += [
         f"Rank collapse vs final {summary['metric']} across {corr['n']} runs: Pearson r = "
         f"{_f(corr['pearson_r'], 3)} (p = {_f(corr['pearson_p'], 3)}), Spearman ρ = "
         f"{_f(corr['spearman_r'], 3)} (p = {_f(corr['spearman_p'], 3)}).",

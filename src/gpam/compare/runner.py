@@ -268,6 +268,13 @@ def run_compare(
     return results
 
 
+def curve_mean(run: dict[str, Any]) -> float | None:
+    """Mean validation metric over a run's evaluation points (learning speed: the area under
+    the learning curve divided by its length); None when the curve holds no metric."""
+    vals = [p["val_metric"] for p in run.get("curve", []) if "val_metric" in p]
+    return float(np.mean(vals)) if vals else None
+
+
 def summarize_runs(
     runs: dict[str, Any], config: CompareConfig, task: Task, matched_ff: int | None = None
 ) -> dict[str, Any]:
@@ -297,11 +304,19 @@ def summarize_runs(
             "peak_memory_mb": summarize([rs[s]["peak_memory_mb"] for s in seeds])["mean"],
             "rank_collapse": summarize([rs[s]["rank_collapse"] for s in seeds])["mean"],
         }
+        aucs = {s: curve_mean(rs[s]) for s in seeds}
+        if all(v is not None for v in aucs.values()):
+            auc = summarize([aucs[s] for s in seeds])
+            row["curve_mean_mean"], row["curve_mean_std"] = auc["mean"], auc["std"]
         paired = [s for s in seeds if s in base]
         if lab != "softmax" and paired:
             row["vs_softmax"] = paired_difference(
                 [rs[s]["final_metric"] for s in paired], [base[s]["final_metric"] for s in paired]
             )
+            a = [aucs[s] for s in paired]
+            b = [curve_mean(base[s]) for s in paired]
+            if all(v is not None for v in a + b):
+                row["curve_mean_vs_softmax"] = paired_difference(a, b)
         rows.append(row)
     corr = correlation([r["rank_collapse"] for r in chosen], [r["final_metric"] for r in chosen])
     return {
