@@ -18,6 +18,7 @@ def test_demo_quick_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     report = out / "report.md"
     assert text.strip().splitlines()[-1] == f"report: {report}"
     assert "rank collapse" in text and "| dagpam |" in text and "| cog |" in text
+    assert "Layers until the residual falls below" in text
     body = report.read_text()
     assert "## 1. Rank collapse" in body and "## 2. Short comparison" in body
     rc = json.loads((out / "rank_collapse" / "rank_collapse.json").read_text())

@@ -76,21 +76,15 @@ def rank_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def rank_summary(result: dict[str, Any]) -> str:
-    """One sentence naming the settings with the largest and smallest residual at the last layer."""
-    last = [
-        (r["residual_fro_mean"][-1], r["label"])
-        for r in result["results"]
-        if r["residual_fro_mean"][-1] is not None
-    ]
-    if not last:
-        return ""
-    hi, lo = max(last), min(last)
-    depth = result["config"]["depth"]
-    return (
-        f"After {depth} layers the residual is largest for {hi[1]} ({hi[0]:.3g}) and smallest "
-        f"for {lo[1]} ({lo[0]:.3g})."
-    )
+def rank_summary(result: dict[str, Any], threshold: float = 1e-3) -> str:
+    """One sentence: for each setting, the first layer whose residual falls below ``threshold``
+    (the depth at which the tokens have collapsed to one vector up to that tolerance)."""
+    parts = []
+    for r in result["results"]:
+        vals = r["residual_fro_mean"]
+        hit = next((i for i, v in enumerate(vals) if v is not None and v < threshold), None)
+        parts.append(f"{r['label']} {hit if hit is not None else f'> {len(vals) - 1}'}")
+    return f"Layers until the residual falls below {threshold:g}: " + ", ".join(parts) + "."
 
 
 def run_demo(
