@@ -99,33 +99,13 @@ def test_run_core_bench_rows_and_ratios():
 
 def test_cli_writes_json_report_and_plots(tmp_path, capsys):
     out = tmp_path / "b"
-    rc = main(
-        [
-            "bench",
-            "--lengths",
-            "32",
-            "--batch",
-            "1",
-            "--heads",
-            "2",
-            "--head-dim",
-            "16",
-            "--methods",
-            "sdpa,dagpam",
-            "--repeats",
-            "1",
-            "--warmup",
-            "0",
-            "--memory-lengths",
-            "64",
-            "--out",
-            str(out),
-            "--quiet",
-        ]
-    )
+    argv = "bench --lengths 32 --batch 1 --heads 2 --head-dim 16 --methods sdpa,dagpam "
+    argv += "--repeats 1 --warmup 0 --memory-lengths 64 --clock cpu --quiet --out"
+    rc = main([*argv.split(), str(out)])
     assert rc == 0
     data = json.loads((out / "bench.json").read_text())
     assert len(data["time"]) == 4 and len(data["memory"]) == 2
+    assert data["env"]["clock"] == "cpu" and data["config"]["clock"] == "cpu"
     report = (out / "report.md").read_text()
     assert "| dagpam |" in report.replace("| 32 | dagpam |", "| dagpam |")
     assert (out / "core_time.png").stat().st_size > 0 and (out / "core_memory.png").exists()

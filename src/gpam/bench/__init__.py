@@ -68,6 +68,7 @@ def run_bench(
         memory_heads=memory_heads,
         max_quadratic_gb=max_quadratic_gb,
         device=device,
+        clock=clock,
         seed=seed,
     )
     cfg.validate()
