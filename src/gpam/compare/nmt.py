@@ -174,6 +174,10 @@ def run_compare_nmt(
         }
         results["summary"] = summarize_runs(runs, config, task)
         atomic_write_json(out / "results.json", results)
+    soft = [r["params"] for r in runs.values() if r["label"] == "softmax"]
+    if soft:  # overheads relative to the softmax model, whatever order the runs came in
+        for r in runs.values():
+            r["overhead_pct"] = 100.0 * (r["params"] - soft[0]) / soft[0]
     results["summary"] = summarize_runs(runs, config, task)
     atomic_write_json(out / "results.json", results)
     from gpam.compare.report import write_report
