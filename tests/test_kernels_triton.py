@@ -121,3 +121,19 @@ def test_predicate_and_errors(fused):
         fused(*(torch.randn(1, 2, 16, 24) for _ in range(4)), 1.5, 0.5, False, None)
     with pytest.raises(ValueError, match="lam_neg"):
         fused(q, q, q, q, 1.5, torch.ones(3), False, None)
+
+
+@child_only
+def test_fused_float16_outputs_and_gradients(fused):
+    torch.manual_seed(3)
+    xs = [torch.randn(1, 2, 40, 16, dtype=torch.float16, requires_grad=True) for _ in range(4)]
+    out = fused(*xs, 1.5, 0.5, True, None)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, xs, grad)
+    xd = [x.detach().double().requires_grad_() for x in xs]
+    ref = reference(*xd, 1.5, 0.5, True, 0.25)
+    want = torch.autograd.grad(ref, xd, grad.double())
+    assert out.dtype == torch.float16 and all(g.dtype == torch.float16 for g in got)
+    torch.testing.assert_close(out.double(), ref, atol=1e-2, rtol=1e-2)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g.double(), w, atol=3e-2, rtol=3e-2)
