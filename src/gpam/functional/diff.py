@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from gpam.functional._checks import (
@@ -53,6 +54,20 @@ def diff_attention(
         a2 = dropout(m.softmax((q2 @ k2.transpose(-2, -1)) * s), dropout_p)
         w = a1 - lam_v * a2
         return w @ v, w
-    return sdpa(q1, k1, v, attn_mask, is_causal, dropout_p, s) - lam_v * sdpa(
-        q2, k2, v, attn_mask, is_causal, dropout_p, s
-    )
+    o1 = _sdpa_value_chunks(q1, k1, v, attn_mask, is_causal, dropout_p, s)
+    o2 = _sdpa_value_chunks(q2, k2, v, attn_mask, is_causal, dropout_p, s)
+    return o1 - lam_v * o2
+
+
+def _sdpa_value_chunks(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, p: float, s: float
+) -> Tensor:
+    """SDPA with v wider than q (2d in Ye et al.) as calls on d-wide slices of v.
+
+    Fused SDPA kernels (CPU flash, CUDA flash) need equal q/v widths and otherwise fall back to an
+    L x L path; slicing v keeps memory linear in L. With dropout one call keeps one dropout mask.
+    """
+    d = q.shape[-1]
+    if v.shape[-1] == d or v.shape[-1] % d or p > 0:
+        return sdpa(q, k, v, mask, causal, p, s)
+    return torch.cat([sdpa(q, k, vi, mask, causal, p, s) for vi in v.split(d, dim=-1)], dim=-1)
