@@ -32,7 +32,9 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 
 def add_seed(parser: argparse.ArgumentParser, default: int = 0) -> None:
     """``--seed``: base random seed."""
-    parser.add_argument("--seed", type=int, default=default, help=f"random seed (default: {default})")
+    parser.add_argument(
+        "--seed", type=int, default=default, help=f"random seed (default: {default})"
+    )
 
 
 def positive_int(text: str) -> int:
