@@ -100,3 +100,21 @@ def test_finetune_bad_input(tmp_path) -> None:
         gh.finetune(model, ids.float(), ids)
     with pytest.raises(ValueError, match="model_dir"):
         gh.finetune_text(tmp_path, tmp_path / "x.txt", tmp_path / "o")
+
+
+def test_cli_train_lm_hf_model(text, tmp_path, capsys) -> None:
+    from gpam.cli.main import main
+
+    tok = gh.char_tokenizer(text)
+    _tiny_gpt2(len(tok)).save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    (tmp_path / "train.txt").write_text(text[:8000], encoding="utf-8")
+    args = ["train", "lm", "--hf-model", str(tmp_path / "base"), "--train"]
+    args += [str(tmp_path / "train.txt"), "--lam-neg", "0.3", "--learnable-lambda", "--steps", "2"]
+    args += ["--batch-size", "4", "--seq-len", "32", "--quiet", "--out", str(tmp_path / "ft")]
+    assert main(args) == 0
+    metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert metrics["gpam"]["lam_neg"] == 0.3 and len(metrics["train_losses"]) == 2
+    assert "validation loss" in capsys.readouterr().out
+    # --hf-model without --train is a one-line error, exit status 2
+    assert main(["train", "lm", "--hf-model", str(tmp_path / "base")]) == 2

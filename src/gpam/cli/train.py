@@ -183,6 +183,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=200_000,
         help="cap on validation tokens per evaluation",
     )
+    g.add_argument(
+        "--hf-model",
+        default=None,
+        metavar="DIR",
+        help="fine-tune this Hugging Face causal LM folder (converted to --attention with "
+        "--lam-neg, --learnable-lambda) on --train instead of training a gpam model; needs "
+        "gpam[hf]; uses --steps, --batch-size, --seq-len, --lr, --holdout-fraction, --seed",
+    )
     _add_model(lm, nmt=False)
     _add_train(lm, nmt=False)
     lm.set_defaults(func=_run_lm)
@@ -257,6 +265,8 @@ def _train_config(a: argparse.Namespace):
 
 
 def _run_lm(a: argparse.Namespace) -> int:
+    if a.hf_model:
+        return _run_hf_finetune(a)
     from gpam.train.lm import LMDataOptions, train_lm
 
     d = LMDataOptions(
@@ -321,6 +331,32 @@ def _run_nmt(a: argparse.Namespace) -> int:
         label_smoothing=a.label_smoothing,
     )
     _print_done(res, out)
+    return 0
+
+
+def _run_hf_finetune(a: argparse.Namespace) -> int:
+    if not a.train:
+        raise ValueError("--hf-model needs --train TEXT_FILE")
+    from gpam.hf import finetune_text
+
+    out = a.out or default_out("gpam-finetune")
+    res = finetune_text(
+        a.hf_model,
+        a.train,
+        out,
+        attention=a.attention,
+        lam_neg=a.lam_neg,
+        learnable_lambda=a.learnable_lambda,
+        val_fraction=a.holdout_fraction,
+        steps=a.steps,
+        batch_size=a.batch_size,
+        seq_len=a.seq_len,
+        lr=a.lr,
+        seed=a.seed,
+        progress=not a.quiet,
+    )
+    before, after = res["val_loss_before"], res["val_loss_after"]
+    print(f"done: validation loss {before:.4f} -> {after:.4f} (nats/token); wrote {out}")
     return 0
 
 
