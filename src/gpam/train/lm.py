@@ -16,7 +16,7 @@ from gpam.data.lm import LMStream, encode_corpus, eval_windows
 from gpam.data.text import read_lines, read_text, split_text
 from gpam.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from gpam.train.distributed import DistInfo, cleanup, setup_distributed
-from gpam.train.loop import TrainConfig, train_loop
+from gpam.train.loop import TrainConfig, summed_nll, train_loop
 from gpam.train.report import params_line, plot_loss, write_report
 
 
@@ -163,13 +163,8 @@ def lm_loss(
     model.eval()
     total, n = 0.0, 0
     for x, y in eval_windows(ids, seq_len, batch_size, max_tokens):
-        logits = model(x.to(device)).float()
-        total += float(
-            F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), y.to(device).reshape(-1), reduction="sum"
-            )
-        )
-        n += y.numel()
+        batch_total, batch_n = summed_nll(model(x.to(device)), y.to(device))
+        total, n = total + batch_total, n + batch_n
     return total / n
 
 

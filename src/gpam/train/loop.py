@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from gpam._io import atomic_write_text
 from gpam.data.tokenizer import Tokenizer
@@ -269,3 +269,15 @@ def nats_to_ppl(loss: float) -> float:
         return math.exp(loss)
     except OverflowError:
         return float("inf")
+
+
+def summed_nll(logits: Tensor, targets: Tensor, ignore_index: int = -100) -> tuple[float, int]:
+    """Summed cross-entropy (nats) of ``logits (..., V)`` against ``targets (...)``, and the count
+    of targets that are not ``ignore_index``: validation losses are ``sum(total) / sum(count)``."""
+    total = torch.nn.functional.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]),
+        targets.reshape(-1),
+        ignore_index=ignore_index,
+        reduction="sum",
+    )
+    return float(total), int((targets != ignore_index).sum())

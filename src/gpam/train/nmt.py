@@ -17,7 +17,7 @@ from gpam.data.pairs import PairBatcher, encode_pairs, read_pairs
 from gpam.data.tokenizer import PAD_ID, Tokenizer, load_tokenizer, train_tokenizer
 from gpam.train.distributed import DistInfo, cleanup, setup_distributed
 from gpam.train.lm import seed_everything
-from gpam.train.loop import TrainConfig, train_loop
+from gpam.train.loop import TrainConfig, summed_nll, train_loop
 from gpam.train.report import params_line, plot_loss, write_report
 
 
@@ -122,15 +122,8 @@ class NMTTask:
         for idx in self.valid.epoch_batches(0):
             b = {k: v.to(self.device) for k, v in self.valid.get(idx).items()}
             logits = model(b["src"], b["tgt_in"], b["src_padding_mask"], b["tgt_padding_mask"])
-            total += float(
-                F.cross_entropy(
-                    logits.float().reshape(-1, logits.shape[-1]),
-                    b["tgt_out"].reshape(-1),
-                    ignore_index=PAD_ID,
-                    reduction="sum",
-                )
-            )
-            n += int((b["tgt_out"] != PAD_ID).sum())
+            batch_total, batch_n = summed_nll(logits, b["tgt_out"], ignore_index=PAD_ID)
+            total, n = total + batch_total, n + batch_n
         return total / n
 
 
