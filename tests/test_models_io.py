@@ -90,3 +90,13 @@ def test_from_pretrained_errors(tmp_path: Path) -> None:
         from_pretrained(tmp_path)
     with pytest.raises(TypeError, match="TransformerLM"):
         save_pretrained(torch.nn.Linear(2, 2), tmp_path / "x")
+
+
+def test_from_pretrained_accepts_a_run_folder(tmp_path) -> None:
+    from gpam.models import LMConfig, TransformerLM, from_pretrained, save_pretrained
+
+    model = TransformerLM(LMConfig(vocab_size=11, d_model=16, n_layers=1, n_heads=2, max_len=8))
+    save_pretrained(model, tmp_path / "run" / "model")  # the layout `gpam train` writes
+    loaded = from_pretrained(tmp_path / "run")
+    x = torch.randint(0, 11, (2, 5))
+    torch.testing.assert_close(loaded(x), model.eval()(x))

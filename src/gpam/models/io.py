@@ -85,10 +85,15 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
 def from_pretrained(
     directory: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> nn.Module:
-    """Rebuild the model saved by :func:`save_pretrained` (in eval mode)."""
+    """Rebuild the model saved by :func:`save_pretrained` (in eval mode).
+
+    ``directory`` is the saved folder, or a ``gpam train`` run folder holding it as ``model/``.
+    """
     from safetensors.torch import load_file
 
     directory = Path(directory)
+    if not (directory / CONFIG_NAME).is_file() and (directory / "model" / CONFIG_NAME).is_file():
+        directory = directory / "model"
     cfg_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     for p in (cfg_path, weights_path):
         if not p.is_file():
