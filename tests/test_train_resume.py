@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from gen_data import write_pairs, write_text
 from gpam.train.checkpoint import (
     latest_checkpoint,
     load_optimizer_state,
@@ -63,10 +64,20 @@ def _val(proc):
     return json.loads(line.split(" ", 1)[1])
 
 
-@pytest.mark.slow
-def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, data_dir):
+def _corpus(source, tmp_path, request):
+    """Generated text (always runs) or, as an extra, Tiny Shakespeare from GPAM_DATA_DIR."""
+    if source == "generated":
+        return write_text(tmp_path / "generated.txt", 500)
+    data_dir = request.getfixturevalue("data_dir")
     text = tmp_path / "shakespeare.txt"
     text.write_text((data_dir / "tinyshakespeare" / "input.txt").read_text()[:20000])
+    return text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["generated", "tinyshakespeare"])
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, source, request):
+    text = _corpus(source, tmp_path, request)
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
     straight = _val(_run(script, text, tmp_path / "a", 0, False))
@@ -149,23 +160,46 @@ def test_train_config_rejects_bad_values():
         TrainConfig(time_budget=-1.0)
     with pytest.raises(ValueError, match="budget_clock"):
         TrainConfig(budget_clock="gpu")
+    with pytest.raises(ValueError, match="weight_decay"):
+        TrainConfig(weight_decay=-0.1)
+
+
+def test_resume_refuses_a_different_schedule(tmp_path):
+    """The schedule a run was checkpointed with is part of its state: resuming with another
+    budget or step count is refused (it would silently change the learning-rate curve)."""
+    from gpam.train.lm import LMDataOptions, train_lm
+
+    text = write_text(tmp_path / "t.txt", 120)
+    d = LMDataOptions(train=str(text), seq_len=8, batch_size=2, max_eval_tokens=50)
+    kw = dict(d_model=16, n_layers=1, n_heads=2)
+    cfg = TrainConfig(steps=2, time_budget=5, budget_clock="steps", warmup=0, eval_every=2)
+    res = train_lm(d, kw, cfg, tmp_path / "o", quiet=True)
+    assert res["steps"] == 2 and res["elapsed_s"] == 2.0  # the "steps" clock: one per step
+    longer = TrainConfig(steps=4, time_budget=5, budget_clock="steps", warmup=0, eval_every=2)
+    with pytest.raises(ValueError, match="schedule differs.*steps: 2 -> 4"):
+        train_lm(d, kw, longer, tmp_path / "o", quiet=True, resume=True)
 
 
 @pytest.mark.slow
-def test_nmt_resume_restores_data_position(tmp_path, data_dir):
+@pytest.mark.parametrize("source", ["generated", "multi30k"])
+def test_nmt_resume_restores_data_position(tmp_path, source, request):
     """Interrupted at step 5 (checkpoint at 4) and resumed: same result as a straight run,
     across an epoch boundary of the length-bucketed batches."""
     import gzip
 
     from gpam.train.nmt import NMTDataOptions, train_nmt
 
-    m = data_dir / "multi30k"
     files = {}
-    for lang in ("de", "en"):
-        with gzip.open(m / f"val.{lang}.gz", "rt", encoding="utf-8") as f:
-            lines = [next(f) for _ in range(60)]
-        files[lang] = tmp_path / f"v.{lang}"
-        files[lang].write_text("".join(lines))
+    if source == "generated":
+        pairs = write_pairs(tmp_path / "pairs", n_train=60, n_valid=5)
+        files = {"de": pairs["train_src"], "en": pairs["train_tgt"]}
+    else:
+        m = request.getfixturevalue("data_dir") / "multi30k"
+        for lang in ("de", "en"):
+            with gzip.open(m / f"val.{lang}.gz", "rt", encoding="utf-8") as f:
+                lines = [next(f) for _ in range(60)]
+            files[lang] = tmp_path / f"v.{lang}"
+            files[lang].write_text("".join(lines))
     d = NMTDataOptions(train_src=str(files["de"]), train_tgt=str(files["en"]),
                        valid_src=str(files["de"]), valid_tgt=str(files["en"]),
                        tokenizer="word", max_tokens=500, valid_limit=20)  # fmt: skip

@@ -63,14 +63,15 @@ def _add_train(p: argparse.ArgumentParser, nmt: bool) -> None:
         "--time-budget",
         type=float,
         default=None,
-        help="stop after this many seconds of training (cosine decays over it)",
+        help="stop after this much training time (validation and checkpoints are not "
+        "counted; cosine decays over it); under torchrun rank 0's clock decides",
     )
     g.add_argument(
         "--budget-clock",
-        choices=("wall", "cpu"),
+        choices=("wall", "cpu", "steps"),
         default="wall",
-        help="what --time-budget counts: wall-clock seconds or this process's CPU "
-        "seconds (fairer on a shared machine; default: wall)",
+        help="what --time-budget counts: wall-clock seconds, this process's CPU seconds "
+        "(fairer on a shared machine) or optimiser steps (deterministic; default: wall)",
     )
     g.add_argument(
         "--lr",

@@ -25,12 +25,18 @@ from gpam.data.tokenizer import Tokenizer
 LATEST = "latest.json"
 
 
-def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Current torch / CUDA / numpy / python RNG states as (tensors, JSON)."""
+def rng_state(
+    device: torch.device | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """This process's torch / CUDA / numpy / python RNG states as (tensors, JSON).
+
+    The CUDA state saved is the one of ``device`` (or of the current CUDA device) only: a
+    process never reads or writes the generators of GPUs other ranks own.
+    """
     tensors = {"rng/torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng/cuda/{i}"] = s
+    cuda = _cuda_device(device)
+    if cuda is not None:
+        tensors["rng/cuda"] = torch.cuda.get_rng_state(cuda)
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     tensors["rng/numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
     py = random.getstate()
@@ -41,19 +47,47 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return tensors, meta
 
 
-def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Restore states saved by :func:`rng_state`."""
+def _cuda_device(device: torch.device | None) -> torch.device | None:
+    if device is not None and device.type != "cuda":
+        return None
+    if not torch.cuda.is_available():
+        return None
+    if device is None or device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def set_rng_state(
+    tensors: dict[str, torch.Tensor], meta: dict[str, Any], device: torch.device | None = None
+) -> None:
+    """Restore states saved by :func:`rng_state` (the CUDA one into ``device`` only)."""
     torch.set_rng_state(tensors["rng/torch"])
-    if torch.cuda.is_available():
-        cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng/cuda/"))]
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
+    cuda = _cuda_device(device)
+    if cuda is not None and "rng/cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["rng/cuda"], cuda)
     kind, pos, has_gauss, cached = meta["numpy"]
     np.random.set_state(
         (kind, tensors["rng/numpy"].numpy().astype(np.uint32), pos, has_gauss, cached)
     )
     v, internal, gauss = meta["python"]
     random.setstate((v, tuple(internal), gauss))
+
+
+RankRNG = list[tuple[dict[str, torch.Tensor], dict[str, Any]]]
+
+
+def _rank_tensors(states: RankRNG) -> dict[str, torch.Tensor]:
+    """``rng/<key>`` of rank r stored as ``rng/<r>/<key>``."""
+    return {
+        f"rng/{r}/{k.split('/', 1)[1]}": v.cpu()
+        for r, (t, _) in enumerate(states)
+        for k, v in t.items()
+    }
+
+
+def _tensors_of_rank(tensors: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
+    pre = f"rng/{rank}/"
+    return {"rng/" + k[len(pre) :]: v for k, v in tensors.items() if k.startswith(pre)}
 
 
 def optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -87,12 +121,17 @@ def load_optimizer_state(
 def save_checkpoint(
     root: Path,
     model: nn.Module,
-    tokenizer: Tokenizer,
+    tokenizer: Tokenizer | None,
     opt: torch.optim.Optimizer,
     trainer: dict[str, Any],
     keep: int = 2,
+    rng: RankRNG | None = None,
 ) -> Path:
-    """Write ``root/ckpt-<step>`` and point ``root/latest.json`` at it; keep the newest ``keep``."""
+    """Write ``root/ckpt-<step>`` and point ``root/latest.json`` at it; keep the newest ``keep``.
+
+    ``rng``: the RNG states of every rank, in rank order (default: this process's only); each
+    rank restores its own on resume (dropout differs by rank).
+    """
     from gpam.models import save_pretrained
 
     step = int(trainer["step"])
@@ -100,12 +139,14 @@ def save_checkpoint(
     if d.exists():
         shutil.rmtree(d)
     save_pretrained(model, d)
-    tokenizer.save(d / "tokenizer.json")
+    if tokenizer is not None:
+        tokenizer.save(d / "tokenizer.json")
     t_opt, m_opt = optimizer_state(opt)
-    t_rng, m_rng = rng_state()
-    atomic_save_safetensors({**t_opt, **t_rng}, d / "trainer_state.safetensors")
+    states = rng if rng is not None else [rng_state()]
+    atomic_save_safetensors({**t_opt, **_rank_tensors(states)}, d / "trainer_state.safetensors")
     atomic_write_json(
-        d / "trainer_state.json", {"trainer": trainer, "optimizer": m_opt, "rng": m_rng}
+        d / "trainer_state.json",
+        {"trainer": trainer, "optimizer": m_opt, "rng": [m for _, m in states]},
     )
     atomic_write_json(root / LATEST, {"step": step, "path": d.name})
     old = sorted(p for p in root.glob("ckpt-*") if p.is_dir() and p != d)
@@ -124,9 +165,11 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 
 def load_checkpoint(
-    d: Path, model: nn.Module, opt: torch.optim.Optimizer, device: torch.device
+    d: Path, model: nn.Module, opt: torch.optim.Optimizer, device: torch.device, rank: int = 0
 ) -> dict[str, Any]:
-    """Load weights, optimiser and RNG states from checkpoint folder ``d``; return trainer state."""
+    """Load weights, optimiser and rank ``rank``'s RNG states from checkpoint folder ``d``;
+    return the trainer state. ValueError when the checkpoint holds no state for ``rank`` (it
+    was written by a run with fewer processes)."""
     from safetensors.torch import load_file
 
     from gpam.models import load_untied_state_dict
@@ -142,5 +185,11 @@ def load_checkpoint(
         },
         meta["optimizer"],
     )
-    set_rng_state(tensors, meta["rng"])
+    mine = _tensors_of_rank(tensors, rank)
+    if not mine or rank >= len(meta["rng"]):
+        raise ValueError(
+            f"resume: checkpoint {d} holds RNG states of {len(meta['rng'])} process(es); "
+            f"rank {rank} needs the same number of processes as the interrupted run"
+        )
+    set_rng_state(mine, meta["rng"][rank], device)
     return meta["trainer"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as tdist
@@ -55,6 +56,40 @@ def all_agree(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([0 if flag else 1], device=device)
     tdist.all_reduce(t)
     return int(t.item()) == 0
+
+
+def all_sum(values: list[float], info: DistInfo, device: torch.device) -> list[float]:
+    """Element-wise sum of ``values`` over every rank (float64; the values themselves when not
+    distributed). A rank that should not contribute passes 0 for an entry."""
+    if info.world_size == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    tdist.all_reduce(t)
+    return t.tolist()
+
+
+def from_main(obj: Any, info: DistInfo) -> Any:
+    """Rank 0's ``obj`` on every rank (``obj`` itself when not distributed): rank 0 decides."""
+    if info.world_size == 1:
+        return obj
+    box = [obj]
+    tdist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_to_main(obj: Any, info: DistInfo) -> list[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]`` (on every rank)."""
+    if info.world_size == 1:
+        return [obj]
+    out: list[Any] = [None] * info.world_size
+    tdist.all_gather_object(out, obj)
+    return out
+
+
+def rank_seed(seed: int, info: DistInfo) -> int:
+    """The torch seed of this rank's dropout and other in-training randomness: ``seed`` on rank
+    0 (so a one-process run is unchanged), a different stream on every other rank."""
+    return seed + 1_000_003 * info.rank
 
 
 def cleanup(info: DistInfo) -> None:
