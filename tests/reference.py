@@ -211,10 +211,69 @@ def sigmoid_ref(
     return w @ v, w
 
 
+def diff2_ref(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    lam: float | Tensor,
+    attn_mask: Tensor | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Differential Transformer V2: ``q`` has 2H heads; head ``2i`` positive, ``2i+1`` negative.
+
+    Both query heads of pair i use key/value head ``i // (H // H_kv)``. ``lam`` is a float or
+    a tensor broadcastable to ``(B, H, Lq, 1)`` (per head and token):
+    ``W_i = softmax(Q_2i K^T s) - lam_i softmax(Q_2i+1 K^T s)``, rows sum to ``1 - lam_i``.
+    """
+    q_pos, q_neg = q[:, 0::2], q[:, 1::2]
+    _, a_pos = softmax_ref(q_pos, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale)
+    _, a_neg = softmax_ref(q_neg, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale)
+    w = a_pos - _lam(lam, a_pos) * a_neg
+    return w @ expand_kv(v.double(), q_pos.shape[1]), w
+
+
+def centered_ref(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    attn_mask: Tensor | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``W = softmax(S + mask) - U``, ``U`` uniform (``1/n_i``) over the keys row i may see.
+
+    Rows sum to 0; a row that sees no key is all zeros.
+    """
+    q, k, v = _prep(q, k, v)
+    s = _scores(q, k, scale)
+    keep, bias = mask_parts(attn_mask, is_causal, tuple(s.shape))
+    a = masked_softmax(s + bias, keep)
+    n = keep.sum(-1, keepdim=True)
+    u = torch.where(keep, 1.0 / n.clamp_min(1).to(s.dtype), torch.zeros_like(s))
+    w = a - u
+    return w @ v, w
+
+
+def dagpam_token_lambda(
+    x: Tensor, weight: Tensor, bias: Tensor, *, lo: float | None = 0.0
+) -> Tensor:
+    """Per-token lambda ``max(x W^T + b, lo)`` of shape ``(B, H, L, 1)`` from ``x (B, L, E)``.
+
+    ``lo=None`` applies no clamp (used with a sigmoid outside for Diff V2's lambda).
+    """
+    raw = torch.einsum("ble,he->bhl", x.double(), weight.double()) + bias.double().view(1, -1, 1)
+    if lo is not None:
+        raw = raw.clamp_min(lo)
+    return raw.unsqueeze(-1)
+
+
 # ---------------------------------------------------------------------------------------------
 # Helpers shared by the tests: random inputs per variant and the matching reference call.
 
-REF_VARIANTS = ("softmax", "dagpam", "diff", "cog", "coda", "sigmoid")
+REF_VARIANTS = ("softmax", "dagpam", "diff", "diff2", "cog", "coda", "sigmoid", "centered")
 
 
 def make_inputs(
@@ -232,8 +291,9 @@ def make_inputs(
 ) -> dict[str, Tensor]:
     """Random tensor arguments for ``variant`` as keyword names of the library function.
 
-    softmax/cog/coda/sigmoid: ``q, k, v``; dagpam: ``q_pos, q_neg, k, v``; diff: ``q1, q2, k1, k2,
-    v`` with ``v`` twice as wide as the queries (Ye et al.).
+    softmax/cog/coda/sigmoid/centered: ``q, k, v``; dagpam: ``q_pos, q_neg, k, v``; diff: ``q1,
+    q2, k1, k2, v`` with ``v`` twice as wide as the queries (Ye et al.); diff2: ``q, k, v`` with
+    ``q`` holding ``2h`` heads (positive/negative pairs).
     """
     h_kv = h if h_kv is None else h_kv
 
@@ -256,6 +316,8 @@ def make_inputs(
             "k2": r(b, h_kv, lk, d),
             "v": r(b, h_kv, lk, 2 * d),
         }
+    if variant == "diff2":
+        return {"q": r(b, 2 * h, lq, d), "k": r(b, h_kv, lk, d), "v": r(b, h_kv, lk, d)}
     return {"q": r(b, h, lq, d), "k": r(b, h_kv, lk, d), "v": r(b, h_kv, lk, d)}
 
 
@@ -264,18 +326,22 @@ DEFAULT_KWARGS: dict[str, dict[str, object]] = {
     "softmax": {},
     "dagpam": {"lam_neg": 0.5},
     "diff": {"lam": 0.3},
+    "diff2": {"lam": 0.4},
     "cog": {},
     "coda": {},
     "sigmoid": {},
+    "centered": {},
 }
 
 REFERENCES = {
     "softmax": softmax_ref,
     "dagpam": dagpam_ref,
     "diff": diff_ref,
+    "diff2": diff2_ref,
     "cog": cog_ref,
     "coda": coda_ref,
     "sigmoid": sigmoid_ref,
+    "centered": centered_ref,
 }
 
 

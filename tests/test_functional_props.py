@@ -13,7 +13,7 @@ import gpam.functional as GF
 from reference import DEFAULT_KWARGS, REF_VARIANTS, make_inputs, reference
 
 MASK_KINDS = ("none", "bool", "bool_2d", "key_padding", "float_inf", "float_bias")
-ADDITIVE = ("softmax", "dagpam", "diff", "sigmoid")
+ADDITIVE = ("softmax", "dagpam", "diff", "diff2", "sigmoid", "centered")
 
 
 @st.composite

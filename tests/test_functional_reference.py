@@ -26,7 +26,7 @@ from reference import (
 
 ALL = list(REF_VARIANTS)
 # Variants whose definition gives finite additive float masks a meaning (a bias on the logits).
-ADDITIVE = ["softmax", "dagpam", "diff", "sigmoid"]
+ADDITIVE = ["softmax", "dagpam", "diff", "diff2", "sigmoid", "centered"]
 
 
 def lib(variant: str, inputs: dict[str, Tensor], **kwargs: object):
@@ -376,7 +376,15 @@ def test_dropout_weights_are_the_ones_used(variant: str) -> None:
     torch.testing.assert_close(out, w @ v, rtol=1e-5, atol=1e-5)
     _, w0 = lib(variant, inputs, return_weights=True, **kw)
     assert not torch.allclose(w, w0)
-    if variant not in ("dagpam", "diff"):  # two maps may be dropped independently
+    if variant == "centered":  # dropout acts on the softmax map, not on the uniform part
+        _, a0 = GF.softmax_attention(*inputs.values(), return_weights=True, **kw)
+        a, u = w + (a0 - w0), a0 - w0  # dropped softmax map, and U = softmax - W
+        kept = a.abs() > 1e-6  # float32 round-off of w + U on dropped entries
+        assert 0 < kept.sum() < (a0 != 0).sum()
+        torch.testing.assert_close(a[kept], 2.0 * a0[kept], rtol=1e-5, atol=1e-6)
+        assert a[~kept].abs().max() < 1e-6
+        torch.testing.assert_close(u.sum(-1), torch.ones_like(u.sum(-1)))
+    elif variant not in ("dagpam", "diff", "diff2"):  # two maps may be dropped independently
         # Dropped entries are exactly zero and kept ones are rescaled by 1 / (1 - p).
         kept = w != 0
         assert 0 < kept.sum() < (w0 != 0).sum()

@@ -4,6 +4,9 @@ Every method maps ``(q, q_neg, k, v)`` of shape (B, H, L, D) to an output (B, H,
 
 * ``sdpa``: ``F.scaled_dot_product_attention`` softmax (the baseline of every ratio);
 * each name in ``gpam.VARIANTS`` through ``gpam.functional.attention`` (daGPAM uses ``q_neg``);
+* ``diff2``: Differential Transformer V2 with ``(q, q_neg)`` as the head pairs (2i, 2i+1) and
+  a fixed ``lam``, one SDPA call; ``centered``: SDPA minus the mean of V;
+* ``dagpam_token``: daGPAM with a per-token lambda tensor (B, H, L, 1) (``lambda_mode="token"``);
 * ``dagpam_naive``: daGPAM with the explicit L x L weight matrix W materialised;
 * ``dagpam_1call``: daGPAM as *one* SDPA call over stacked heads (2H query heads sharing K/V
   through grouped-query attention), exact, memory linear in L;
@@ -19,11 +22,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import gpam
-from gpam.functional import attention
+from gpam.functional import QUADRATIC, attention
 from gpam.kernels import dagpam_fused, fused_dagpam_available
 
 Method = Callable[[Tensor, Tensor, Tensor, Tensor, bool, float], Tensor]
-EXTRA_METHODS: tuple[str, ...] = ("sdpa", "dagpam_naive", "dagpam_1call", "dagpam_fused")
+EXTRA_METHODS: tuple[str, ...] = (
+    "sdpa", "dagpam_token", "dagpam_naive", "dagpam_1call", "dagpam_fused",
+)  # fmt: skip
 
 
 def sdpa(q: Tensor, qn: Tensor, k: Tensor, v: Tensor, causal: bool, lam: float) -> Tensor:
@@ -52,6 +57,12 @@ def dagpam_1call(q: Tensor, qn: Tensor, k: Tensor, v: Tensor, causal: bool, lam:
     return torch.lerp(out[:, :, 1], out[:, :, 0], 1.0 + lam)
 
 
+def dagpam_token(q: Tensor, qn: Tensor, k: Tensor, v: Tensor, causal: bool, lam: float) -> Tensor:
+    """daGPAM with lam_neg given per head and token as a (B, H, L, 1) tensor (all equal to lam)."""
+    lam_t = torch.full((*q.shape[:3], 1), float(lam), dtype=q.dtype, device=q.device)
+    return attention("dagpam", q, k, v, q_neg=qn, lam_neg=lam_t, is_causal=causal)  # type: ignore[return-value]
+
+
 def fused(q: Tensor, qn: Tensor, k: Tensor, v: Tensor, causal: bool, lam: float) -> Tensor:
     """The Triton kernel (CUDA)."""
     return dagpam_fused(q, qn, k, v, 1.0 + lam, lam, causal, None)
@@ -61,6 +72,11 @@ def _variant(name: str) -> Method:
     def run(q: Tensor, qn: Tensor, k: Tensor, v: Tensor, causal: bool, lam: float) -> Tensor:
         if name == "dagpam":
             return attention(name, q, k, v, q_neg=qn, lam_neg=lam, is_causal=causal)  # type: ignore[return-value]
+        if name == "diff2":
+            # Diff V2: heads (2h, 2h+1) = (q, qn) share one K/V head, one SDPA call.
+            b, h, length, d = q.shape
+            q2 = torch.stack((q, qn), dim=2).reshape(b, 2 * h, length, d)
+            return attention(name, q2, k, v, lam=lam, is_causal=causal)  # type: ignore[return-value]
         if name == "diff":
             # Ye et al.'s equal-cost layout: H/2 heads of two sub-heads, values of width 2D.
             b, h, length, d = v.shape
@@ -74,13 +90,14 @@ def _variant(name: str) -> Method:
 
 def all_methods() -> tuple[str, ...]:
     """Every method name ``gpam bench`` knows (``sdpa`` first)."""
-    return ("sdpa", *gpam.VARIANTS, "dagpam_naive", "dagpam_1call", "dagpam_fused")
+    return ("sdpa", *gpam.VARIANTS, *EXTRA_METHODS[1:])
 
 
 def get_method(name: str) -> Method:
     """The callable for a method name (see :func:`all_methods`)."""
     table: dict[str, Method] = {
         "sdpa": sdpa,
+        "dagpam_token": dagpam_token,
         "dagpam_naive": dagpam_naive,
         "dagpam_1call": dagpam_1call,
         "dagpam_fused": fused,
@@ -99,4 +116,4 @@ def method_available(name: str, q: Tensor) -> bool:
 
 def quadratic(name: str) -> bool:
     """Whether the method materialises L x L matrices (memory quadratic in L)."""
-    return name not in ("sdpa", "softmax", "dagpam", "diff", "dagpam_1call", "dagpam_fused")
+    return name == "dagpam_naive" or name in QUADRATIC

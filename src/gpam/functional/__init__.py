@@ -10,28 +10,32 @@ from typing import Any
 
 from torch import Tensor
 
+from gpam.functional.centered import centered_attention
 from gpam.functional.coda import coda_attention
 from gpam.functional.cog import cog_attention
 from gpam.functional.dagpam import dagpam_attention
 from gpam.functional.diff import diff_attention
+from gpam.functional.diff2 import diff2_attention
+from gpam.functional.registry import (
+    HF_CONVERTIBLE,
+    QUADRATIC,
+    VARIANT_INFO,
+    VARIANTS,
+    VariantInfo,
+    check_variant,
+    variant_info,
+)
 from gpam.functional.sigmoid import sigmoid_attention
 from gpam.functional.softmax import softmax_attention
 
-VARIANTS: tuple[str, ...] = ("softmax", "dagpam", "diff", "cog", "coda", "sigmoid")
-
-_SIMPLE = {
+#: variants with one query set: ``fn(q, k, v, **kwargs)``
+SINGLE_QUERY = {
     "softmax": softmax_attention,
     "cog": cog_attention,
     "coda": coda_attention,
     "sigmoid": sigmoid_attention,
+    "centered": centered_attention,
 }
-
-
-def check_variant(name: object, argument: str = "name") -> str:
-    """Return ``name`` if it is a known variant, else raise a ValueError listing them."""
-    if name not in VARIANTS:
-        raise ValueError(f"{argument} must be one of {', '.join(VARIANTS)}; got {name!r}")
-    return name  # type: ignore[return-value]
 
 
 def attention(
@@ -47,7 +51,9 @@ def attention(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Dispatch to the variant ``name`` (one of ``gpam.VARIANTS``) with one call signature.
 
-    ``dagpam`` needs ``q_neg``. ``diff`` takes ``q2``/``k2`` or, when they are omitted, splits
+    ``dagpam`` needs ``q_neg``. ``diff2`` takes ``q`` with 2H heads (heads 2i, 2i+1 = positive
+    and negative query of head i) and ``lam`` (per head and token, see ``diff2_attention``).
+    ``diff`` takes ``q2``/``k2`` or, when they are omitted, splits
     adjacent sub-heads of ``q`` and ``k`` into the pairs (2i, 2i+1) as Ye et al. do. Other keyword
     arguments (masks, ``lam_neg``, ``alpha`` ...) go to the variant's function.
     """
@@ -71,17 +77,27 @@ def attention(
         return diff_attention(q, q2, k, k2, v, **kwargs)
     if q2 is not None or k2 is not None:
         raise ValueError(f"q2/k2 are only used by 'diff', not by {name!r}")
-    return _SIMPLE[name](q, k, v, **kwargs)
+    if name == "diff2":
+        return diff2_attention(q, k, v, **kwargs)
+    return SINGLE_QUERY[name](q, k, v, **kwargs)
 
 
 __all__ = [
+    "HF_CONVERTIBLE",
+    "QUADRATIC",
+    "SINGLE_QUERY",
     "VARIANTS",
+    "VARIANT_INFO",
+    "VariantInfo",
     "attention",
+    "centered_attention",
     "check_variant",
     "coda_attention",
     "cog_attention",
     "dagpam_attention",
+    "diff2_attention",
     "diff_attention",
     "sigmoid_attention",
     "softmax_attention",
+    "variant_info",
 ]

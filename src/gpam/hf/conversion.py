@@ -13,14 +13,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from gpam.functional.registry import HF_CONVERTIBLE
 from gpam.hf._compat import require_transformers
 from gpam.hf.attention import ATTN_IMPLEMENTATION, attach_hooks, register
 from gpam.hf.families import SUPPORTED_MODEL_TYPES, attention_layers, family_of
 from gpam.hf.params import NEG_QUERIES, GpamAttentionState
 
-#: variants ``convert`` can route a pretrained layer through (``diff`` needs half-width sub-heads,
-#: i.e. different projection shapes, so it cannot reuse a pretrained layer's weights).
-CONVERTIBLE: tuple[str, ...] = ("softmax", "dagpam", "cog", "coda", "sigmoid")
+#: variants ``convert`` can route a pretrained layer through (from ``gpam.functional.registry``;
+#: ``diff`` needs half-width sub-heads and ``diff2`` cannot start equal to the pretrained model,
+#: see :func:`_check_args`).
+CONVERTIBLE: tuple[str, ...] = HF_CONVERTIBLE
 CONFIG_KEY = "gpam"
 
 
@@ -32,6 +34,14 @@ def _check_args(
             "attention='diff' cannot convert a pretrained model: Differential attention splits "
             "each head into half-width sub-heads, which changes the projection shapes; use one "
             f"of {', '.join(CONVERTIBLE)}"
+        )
+    if attention == "diff2":
+        raise ValueError(
+            "attention='diff2' cannot convert a pretrained model exactly: Diff V2's output is "
+            "attn_pos - sigmoid(lambda_proj(x)) * attn_neg with lambda in (0, 1), so at start it "
+            "differs from the pretrained softmax layer (rows sum to 1 - lambda < 1, and the "
+            "negative query heads are new); use attention='dagpam' (lam_neg=0, or "
+            "lambda_mode='token' for a per-token lambda), which starts exactly equal"
         )
     if attention not in CONVERTIBLE:
         raise ValueError(f"attention must be one of {', '.join(CONVERTIBLE)}; got {attention!r}")

@@ -11,23 +11,18 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-_DEFAULT_VARIANTS = ("softmax", "dagpam", "diff", "cog", "coda", "sigmoid")
+from gpam.functional.registry import VARIANTS
+from gpam.nn.multihead import LAMBDA_MODES, LAMBDA_PARAMS, NEG_INITS, NEG_QUERIES
+
 NORMS = ("pre", "post")
 POSITIONS = ("sinusoidal", "learned", "rotary")
-NEG_QUERIES = ("linear", "full", "negate")
-LAMBDA_PARAMS = ("clamp", "softplus")
 LAYER_PATTERNS = ("auto", "all", "inner")
 SEQ2SEQ_TIES = ("none", "decoder", "all")
 
 
 def attention_variants() -> tuple[str, ...]:
-    """Attention variant names the core knows (``gpam.VARIANTS`` once the core is importable)."""
-    try:
-        import gpam
-
-        return tuple(getattr(gpam, "VARIANTS", _DEFAULT_VARIANTS))
-    except Exception:  # pragma: no cover - only while the core is missing
-        return _DEFAULT_VARIANTS
+    """Attention variant names the core knows (``gpam.VARIANTS``, from the one registry)."""
+    return VARIANTS
 
 
 def _check_int(name: str, value: Any, minimum: int = 1) -> None:
@@ -133,7 +128,18 @@ class _CommonConfig:
         _check_choice("lambda_param", self.lambda_param, LAMBDA_PARAMS)
         if not isinstance(self.learnable_lambda, bool):
             raise TypeError(f"learnable_lambda must be a bool, got {self.learnable_lambda!r}")
+        _check_choice("lambda_mode", self.lambda_mode, LAMBDA_MODES)
+        # learnable_lambda=True (older configs) is an alias of lambda_mode="head"
+        if self.learnable_lambda and self.lambda_mode == "fixed":
+            self.lambda_mode = "head"
+        if self.learnable_lambda and self.lambda_mode != "head":
+            raise ValueError(
+                "learnable_lambda=True is an alias of lambda_mode='head'; it conflicts with "
+                f"lambda_mode={self.lambda_mode!r}"
+            )
+        self.learnable_lambda = self.lambda_mode == "head"
         _check_choice("neg_query", self.neg_query, NEG_QUERIES)
+        _check_choice("neg_init", self.neg_init, NEG_INITS)
         if self.kv_heads is not None:
             _check_int("kv_heads", self.kv_heads)
             if self.n_heads % self.kv_heads:
@@ -198,7 +204,8 @@ _COMMON_DOC = """
     sequence; learned positions are sized by it), ``dropout`` (residual, embedding and MLP),
     ``attention_dropout`` (on attention weights), ``attention_layers`` (see
     :meth:`_CommonConfig.variant_for`), daGPAM settings ``lam_neg`` / ``lam_pos`` / ``affine`` /
-    ``learnable_lambda`` / ``lambda_param`` / ``neg_query`` (as ``gpam.MultiheadAttention``),
+    ``lambda_mode`` ("fixed", "head" or "token"; ``learnable_lambda=True`` is an alias of "head")
+    / ``lambda_param`` / ``neg_query`` / ``neg_init`` (as ``gpam.MultiheadAttention``),
     ``kv_heads`` (grouped-query attention), ``bias``, ``attn_kwargs`` (``{variant: {kw: value}}``
     passed to layers of that variant, e.g. ``{"coda": {"alpha": 2.0}}``), ``norm`` ("pre" or
     "post"), ``positions`` ("sinusoidal", "learned" or "rotary"), ``layer_norm_eps``, ``rope_base``.
@@ -230,6 +237,8 @@ class LMConfig(_CommonConfig):
     learnable_lambda: bool = False
     lambda_param: str = "clamp"
     neg_query: str = "linear"
+    lambda_mode: str = "fixed"
+    neg_init: str = "orthogonal"
     kv_heads: int | None = None
     bias: bool = True
     attn_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -283,6 +292,8 @@ class Seq2SeqConfig(_CommonConfig):
     learnable_lambda: bool = False
     lambda_param: str = "clamp"
     neg_query: str = "linear"
+    lambda_mode: str = "fixed"
+    neg_init: str = "orthogonal"
     kv_heads: int | None = None
     bias: bool = True
     attn_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)

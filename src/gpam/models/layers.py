@@ -18,8 +18,8 @@ def build_attention(
 ) -> MultiheadAttention:
     """A ``gpam.MultiheadAttention`` of ``variant`` with the config's lambda and layer settings.
 
-    daGPAM layers get ``lam_neg``/``lam_pos``/``affine``/``learnable_lambda``/``lambda_param``/
-    ``neg_query``;
+    daGPAM layers get ``lam_neg``/``lam_pos``/``affine``/``lambda_mode``/``lambda_param``/
+    ``neg_query``/``neg_init``;
     ``attn_kwargs[variant]`` goes to layers of that variant only.
     """
     kwargs: dict[str, Any] = {
@@ -34,9 +34,10 @@ def build_attention(
             lam_neg=float(cfg.lam_neg),
             lam_pos=None if cfg.lam_pos is None else float(cfg.lam_pos),
             affine=cfg.affine,
-            learnable_lambda=cfg.learnable_lambda,
+            lambda_mode=cfg.lambda_mode,
             lambda_param=cfg.lambda_param,
             neg_query=cfg.neg_query,
+            neg_init=cfg.neg_init,
         )
     extra = cfg.attn_kwargs.get(variant)
     if extra:

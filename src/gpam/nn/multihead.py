@@ -10,26 +10,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gpam.functional import (
+    SINGLE_QUERY,
     check_variant,
-    coda_attention,
-    cog_attention,
     dagpam_attention,
+    diff2_attention,
     diff_attention,
-    sigmoid_attention,
-    softmax_attention,
 )
 from gpam.nn.kv_cache import KVCache
 from gpam.nn.masks import merge_masks
 from gpam.nn.rotary import apply_rotary
 
-NEG_QUERIES = ("linear", "full", "negate")
+NEG_QUERIES = ("linear", "full", "negate", "relu_linear")
+NEG_INITS = ("orthogonal", "neg_identity")
+LAMBDA_MODES = ("fixed", "head", "token")
 LAMBDA_PARAMS = ("clamp", "softplus")
-_SINGLE_QUERY = {
-    "softmax": softmax_attention,
-    "cog": cog_attention,
-    "coda": coda_attention,
-    "sigmoid": sigmoid_attention,
-}
 
 
 def diff_lambda_init(layer_idx: int) -> float:
@@ -44,17 +38,39 @@ class MultiheadAttention(nn.Module):
         embed_dim: model width E. num_heads: heads H (E must be divisible by H). For
             ``attention="diff"`` this is the softmax baseline's head count: the layer uses H/2
             differential heads of two sub-heads each (Ye et al.'s equal-parameter setup).
-        attention: one of ``gpam.VARIANTS``.
+        attention: one of ``gpam.VARIANTS``. ``"diff2"`` (Differential Transformer V2): the query
+            projection is E -> 2E (2H heads of head_dim; heads 2i, 2i+1 are the positive and
+            negative query of head i), keys/values unchanged (``kv_heads`` for GQA), output
+            E -> E, plus ``lambda_proj`` E -> H without bias: ``lam = sigmoid(lambda_proj(x))``
+            per token and head (x = the query-side input); no per-head norm. Parameters: softmax
+            attention's plus E*E (+ E bias) + E*H. Against softmax and ``diff`` (which keep
+            softmax's projection sizes) it is therefore not equal-parameter at the same width:
+            match it by widening the others (e.g. ``compare --match-params``) or by giving diff2
+            layers fewer heads/width; see the README's variant notes.
         lam_neg, lam_pos, affine: daGPAM weights (see ``gpam.functional.dagpam_attention``);
             with ``affine=False`` rows sum to ``lam_pos - lam_neg``.
-        learnable_lambda: make lambda a learnable per-head parameter kept >= 0:
-            ``lambda_param="clamp"`` (default; the parameter is lambda itself, used as
-            ``max(lambda, 0)`` with a straight-through gradient, so it can start at exactly 0) or
-            ``"softplus"`` (lambda = softplus(raw)).
+        lambda_mode: daGPAM's lambda: ``"fixed"`` (default; the hyperparameter ``lam_neg``),
+            ``"head"`` (a learnable per-head parameter kept >= 0) or ``"token"`` (``lam_neg(x)``
+            per head and query token from a bias-carrying E -> H linear map of the query-side
+            input, weight 0 and bias ``lam_neg`` at start, so it starts exactly at ``lam_neg``,
+            0 included; kept >= 0 as below; affine: ``lam_pos = 1 + lam_neg(x)`` per token;
+            ``affine=False`` keeps ``lam_pos`` fixed). Learnable lambdas (per-head parameters
+            and the token map) are created in float32 on ``device`` whatever ``dtype`` is; the
+            token map is applied to the input cast to float32.
+        learnable_lambda: ``True`` is an alias of ``lambda_mode="head"``.
+        lambda_param: how learnable lambdas stay >= 0: ``"clamp"`` (default; the raw value is
+            lambda itself, used as ``max(lambda, 0)`` with a straight-through gradient, so it can
+            start at exactly 0) or ``"softplus"`` (lambda = softplus(raw)).
         neg_query: how daGPAM's negative query is made: ``"linear"`` (default; a per-head
-            head_dim x head_dim map of the positive query, E * head_dim extra parameters),
-            ``"full"`` (its own E x E projection of the input) or ``"negate"`` (``-Q_pos``).
-            The paper's exact choice is not public: this is our documented assumption.
+            head_dim x head_dim map W of the positive query, E * head_dim extra parameters),
+            ``"full"`` (its own E x E projection of the input), ``"negate"`` (``-Q_pos``) or
+            ``"relu_linear"`` (``ReLU(Q_pos) W``, per-head W; from an unverified secondary
+            description of the paper, whose theory assumes W close to -I). The paper's exact
+            choice is not public: the default is our documented assumption.
+        neg_init: ``"orthogonal"`` (default: random orthogonal W per head; ``"full"`` gets an
+            independently initialised projection) or ``"neg_identity"`` (W = -I, and for
+            ``"full"`` the negative projection starts as minus the query projection, so
+            ``Q_neg = -Q_pos`` at start; for ``"relu_linear"`` ``Q_neg = -ReLU(Q_pos)``).
         kv_heads: key/value heads for grouped-query attention (divides H; default H).
         bias, dropout, kdim, vdim, batch_first: as in ``torch.nn.MultiheadAttention``.
         layer_idx: depth of this layer (sets diff's ``lam_init``).
@@ -76,8 +92,10 @@ class MultiheadAttention(nn.Module):
         lam_pos: float | None = None,
         affine: bool = True,
         learnable_lambda: bool = False,
+        lambda_mode: str | None = None,
         lambda_param: str = "clamp",
         neg_query: str = "linear",
+        neg_init: str = "orthogonal",
         kv_heads: int | None = None,
         bias: bool = True,
         dropout: float = 0.0,
@@ -98,6 +116,9 @@ class MultiheadAttention(nn.Module):
             raise ValueError(f"neg_query must be one of {NEG_QUERIES}, got {neg_query!r}")
         if lambda_param not in LAMBDA_PARAMS:
             raise ValueError(f"lambda_param must be one of {LAMBDA_PARAMS}, got {lambda_param!r}")
+        if neg_init not in NEG_INITS:
+            raise ValueError(f"neg_init must be one of {NEG_INITS}, got {neg_init!r}")
+        lambda_mode = resolve_lambda_mode(lambda_mode, learnable_lambda)
         if attention == "dagpam":
             _check_lambdas(lam_neg, lam_pos, affine)
         if attention == "diff" and kdim not in (None, embed_dim):
@@ -106,17 +127,15 @@ class MultiheadAttention(nn.Module):
         self.embed_dim, self.num_heads = embed_dim, num_heads
         self.kv_heads = kv_heads or num_heads
         self.head_dim = embed_dim // num_heads
-        self.attention, self.neg_query = attention, neg_query
-        self.affine, self.learnable_lambda, self.lambda_param = (
-            affine,
-            learnable_lambda,
-            lambda_param,
-        )
+        self.attention, self.neg_query, self.neg_init = attention, neg_query, neg_init
+        self.affine, self.lambda_mode, self.lambda_param = affine, lambda_mode, lambda_param
+        self.learnable_lambda = lambda_mode == "head"
         self.dropout, self.batch_first, self.layer_idx = dropout, batch_first, layer_idx
         self.attn_kwargs = dict(attn_kwargs or {})
         self.kdim, self.vdim = kdim or embed_dim, vdim or embed_dim
         kv_width = self.kv_heads * self.head_dim
-        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
+        q_width = 2 * embed_dim if attention == "diff2" else embed_dim
+        self.q_proj = nn.Linear(embed_dim, q_width, bias=bias, **factory)
         self.k_proj = nn.Linear(self.kdim, kv_width, bias=bias, **factory)
         self.v_proj = nn.Linear(self.vdim, kv_width, bias=bias, **factory)
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
@@ -124,24 +143,48 @@ class MultiheadAttention(nn.Module):
             self._init_dagpam(lam_neg, lam_pos, bias, factory)
         elif attention == "diff":
             self._init_diff(factory)
+        elif attention == "diff2":
+            self.lambda_proj = nn.Linear(embed_dim, num_heads, bias=False, **factory)
 
     # ----------------------------------------------------------------------------- set-up
     def _init_dagpam(
         self, lam_neg: float, lam_pos: float | None, bias: bool, factory: dict
     ) -> None:
         h, d = self.num_heads, self.head_dim
-        if self.neg_query == "linear":
+        if self.neg_query in ("linear", "relu_linear"):
             w = torch.empty(h, d, d, device=factory["device"])  # float32: QR has no bf16 kernel
-            for i in range(h):
-                nn.init.orthogonal_(w[i])
+            if self.neg_init == "neg_identity":
+                w.copy_(-torch.eye(d, device=factory["device"]).expand(h, d, d))
+            elif w.device.type != "meta":
+                for i in range(h):
+                    nn.init.orthogonal_(w[i])
             self.neg_weight = nn.Parameter(w.to(factory["dtype"] or torch.get_default_dtype()))
         elif self.neg_query == "full":
             self.q_neg_proj = nn.Linear(self.embed_dim, self.embed_dim, bias=bias, **factory)
+            self.sync_neg_identity()
         self._lam_neg_value, self._lam_pos_value = float(lam_neg), lam_pos
-        if self.learnable_lambda:
-            self.lam_neg_param = nn.Parameter(self._to_raw(torch.full((h,), float(lam_neg))))
+        lam_factory = {"device": factory["device"], "dtype": torch.float32}
+        if self.lambda_mode == "head":
+            lam = torch.full((h,), float(lam_neg), **lam_factory)
+            self.lam_neg_param = nn.Parameter(self._to_raw(lam))
             if not self.affine:
-                self.lam_pos_param = nn.Parameter(self._to_raw(torch.full((h,), float(lam_pos))))
+                lam = torch.full((h,), float(lam_pos), **lam_factory)  # type: ignore[arg-type]
+                self.lam_pos_param = nn.Parameter(self._to_raw(lam))
+        elif self.lambda_mode == "token":
+            self.lambda_proj = nn.Linear(self.embed_dim, h, bias=True, **lam_factory)
+            with torch.no_grad():
+                self.lambda_proj.weight.zero_()
+                self.lambda_proj.bias.copy_(self._to_raw(torch.full((h,), float(lam_neg))))
+
+    def sync_neg_identity(self) -> None:
+        """With ``neg_query="full", neg_init="neg_identity"``: set the negative projection to
+        minus the query projection (``Q_neg = -Q_pos``); call after replacing ``q_proj``."""
+        if self.neg_query != "full" or self.neg_init != "neg_identity":
+            return
+        with torch.no_grad():
+            self.q_neg_proj.weight.copy_(-self.q_proj.weight)
+            if self.q_neg_proj.bias is not None:
+                self.q_neg_proj.bias.copy_(-self.q_proj.bias)
 
     def _init_diff(self, factory: dict) -> None:
         d = self.head_dim
@@ -188,21 +231,41 @@ class MultiheadAttention(nn.Module):
                 new.k_proj.bias.copy_(bk)
                 new.v_proj.bias.copy_(bv)
                 new.out_proj.bias.copy_(module.out_proj.bias)
+        if new.attention == "dagpam":
+            new.sync_neg_identity()
         return new
 
     # ----------------------------------------------------------------------------- lambdas
-    def lambdas(self) -> tuple[float | Tensor, float | Tensor]:
-        """Current ``(lam_pos, lam_neg)`` of a daGPAM layer (floats, or per-head tensors)."""
+    def lambdas(self, x: Tensor | None = None) -> tuple[float | Tensor, float | Tensor]:
+        """Current ``(lam_pos, lam_neg)`` of a daGPAM layer.
+
+        Floats (``lambda_mode="fixed"``), per-head tensors (H,) (``"head"``), or per-token
+        tensors (B, H, L, 1) (``"token"``, which needs ``x``: the query-side layer input
+        (B, L, E), batch first).
+        """
         if self.attention != "dagpam":
             raise ValueError(
                 f"lambdas() is for attention='dagpam', this layer is {self.attention!r}"
             )
-        if self.learnable_lambda:
-            lam_neg = self._from_raw(self.lam_neg_param)
+        lam_pos: float | Tensor | None = self._lam_pos_value
+        if self.lambda_mode == "head":
+            lam_neg: float | Tensor = self._from_raw(self.lam_neg_param)
             lam_pos = self._from_raw(self.lam_pos_param) if not self.affine else None
+        elif self.lambda_mode == "token":
+            if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != self.embed_dim:
+                raise ValueError(
+                    "lambdas(x): lambda_mode='token' needs x, the query-side input of shape "
+                    f"(batch, length, {self.embed_dim})"
+                )
+            raw = self.lambda_proj(x.to(self.lambda_proj.weight.dtype))  # (B, L, H)
+            lam_neg = self._from_raw(raw).transpose(1, 2).unsqueeze(-1)  # (B, H, L, 1)
         else:
-            lam_neg, lam_pos = self._lam_neg_value, self._lam_pos_value
-        return (1.0 + lam_neg if self.affine else lam_pos), lam_neg  # type: ignore[operator]
+            lam_neg = self._lam_neg_value
+        return (1.0 + lam_neg if self.affine else lam_pos), lam_neg  # type: ignore[return-value,operator]
+
+    def diff2_lambda(self, x: Tensor) -> Tensor:
+        """Diff V2's per-token lambda ``sigmoid(lambda_proj(x))``: x (B, L, E) -> (B, H, L, 1)."""
+        return torch.sigmoid(self.lambda_proj(x)).transpose(1, 2).unsqueeze(-1)
 
     def diff_lambda(self) -> Tensor:
         """Ye et al.'s reparameterised lambda of a diff layer (a scalar tensor)."""
@@ -212,9 +275,12 @@ class MultiheadAttention(nn.Module):
 
     def extra_parameters(self) -> int:
         """Parameters beyond the same layer with softmax attention."""
-        names = ("neg_weight", "q_neg_proj", "lam_neg_param", "lam_pos_param")
+        names = ("neg_weight", "q_neg_proj", "lam_neg_param", "lam_pos_param", "lambda_proj")
         names += ("lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2", "subln")
         total = 0
+        if self.attention == "diff2":  # the second half of the query projection
+            total += self.embed_dim * self.embed_dim
+            total += self.embed_dim if self.q_proj.bias is not None else 0
         for name in names:
             obj = getattr(self, name, None)
             if isinstance(obj, nn.Parameter):
@@ -228,9 +294,9 @@ class MultiheadAttention(nn.Module):
         if self.kv_heads != self.num_heads:
             s += f", kv_heads={self.kv_heads}"
         if self.attention == "dagpam":
-            s += f", neg_query={self.neg_query!r}, affine={self.affine}"
-            s += f", learnable_lambda={self.learnable_lambda}"
-            if not self.learnable_lambda:
+            s += f", neg_query={self.neg_query!r}, neg_init={self.neg_init!r}"
+            s += f", affine={self.affine}, lambda_mode={self.lambda_mode!r}"
+            if self.lambda_mode != "head":
                 s += f", lam_neg={self._lam_neg_value}"
         return s
 
@@ -260,8 +326,9 @@ class MultiheadAttention(nn.Module):
             raise TypeError(f"kv_cache must be a gpam.KVCache, got {type(kv_cache).__name__}")
         query, key, value = self._inputs(query, key, value, kv_cache)
         b, length, _ = query.shape
-        q = self.q_proj(query).view(b, length, self.num_heads, self.head_dim).transpose(1, 2)
-        q_neg = self._negative_query(query, q) if self.attention == "dagpam" else None
+        q_heads = 2 * self.num_heads if self.attention == "diff2" else self.num_heads
+        q = self.q_proj(query).view(b, length, q_heads, self.head_dim).transpose(1, 2)
+        q_neg = self.negative_query(query, q) if self.attention == "dagpam" else None
         if kv_cache is not None and kv_cache.static and kv_cache.filled:
             k, v = kv_cache.k, kv_cache.v
             past = 0
@@ -280,7 +347,7 @@ class MultiheadAttention(nn.Module):
         mask, causal = merge_masks(
             key_padding_mask, attn_mask, is_causal, past, b, length, k.shape[2], q.dtype, q.device
         )
-        out = self._attend(q, q_neg, k, v, mask, causal, need_weights)
+        out = self._attend(query, q, q_neg, k, v, mask, causal, need_weights)
         weights = None
         if need_weights:
             out, weights = out
@@ -322,9 +389,13 @@ class MultiheadAttention(nn.Module):
             raise ValueError(f"key length {key.shape[1]} != value length {value.shape[1]}")
         return query, key, value
 
-    def _negative_query(self, query: Tensor, q: Tensor) -> Tensor:
+    def negative_query(self, query: Tensor, q: Tensor) -> Tensor:
+        """daGPAM's ``Q_neg`` (B, H, L, D) from the input ``query`` (B, L, E) and the positive
+        query ``q`` (B, H, L, D) before rotary positions (rotary is then applied to both)."""
         if self.neg_query == "linear":
             return torch.einsum("bhld,hde->bhle", q, self.neg_weight)
+        if self.neg_query == "relu_linear":
+            return torch.einsum("bhld,hde->bhle", torch.relu(q), self.neg_weight)
         if self.neg_query == "full":
             b, length, _ = query.shape
             q_neg = self.q_neg_proj(query).view(b, length, self.num_heads, self.head_dim)
@@ -333,6 +404,7 @@ class MultiheadAttention(nn.Module):
 
     def _attend(
         self,
+        query: Tensor,
         q: Tensor,
         q_neg: Tensor | None,
         k: Tensor,
@@ -349,14 +421,16 @@ class MultiheadAttention(nn.Module):
             **self.attn_kwargs,
         }
         if self.attention == "dagpam":
-            lam_pos, lam_neg = self.lambdas()
+            lam_pos, lam_neg = self.lambdas(query)
             lam_pos = None if self.affine else lam_pos
             return dagpam_attention(
                 q, q_neg, k, v, lam_pos=lam_pos, lam_neg=lam_neg, affine=self.affine, **common
             )
         if self.attention == "diff":
             return self._diff(q, k, v, mask, common)
-        return _SINGLE_QUERY[self.attention](q, k, v, **common)
+        if self.attention == "diff2":
+            return diff2_attention(q, k, v, lam=self.diff2_lambda(query), **common)
+        return SINGLE_QUERY[self.attention](q, k, v, **common)
 
     def _diff(
         self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, common: dict
@@ -394,6 +468,22 @@ def _check_sizes(embed_dim: int, num_heads: int, kv_heads: int | None, attention
             "attention='diff' pairs sub-heads: num_heads and kv_heads must be even, got "
             f"{num_heads} and {kvh}"
         )
+
+
+def resolve_lambda_mode(lambda_mode: str | None, learnable_lambda: bool) -> str:
+    """``lambda_mode``, with ``learnable_lambda=True`` read as ``"head"`` (None: from it)."""
+    if not isinstance(learnable_lambda, bool):
+        raise TypeError(f"learnable_lambda must be a bool, got {learnable_lambda!r}")
+    if lambda_mode is None:
+        return "head" if learnable_lambda else "fixed"
+    if lambda_mode not in LAMBDA_MODES:
+        raise ValueError(f"lambda_mode must be one of {LAMBDA_MODES}, got {lambda_mode!r}")
+    if learnable_lambda and lambda_mode != "head":
+        raise ValueError(
+            f"learnable_lambda=True is an alias of lambda_mode='head'; it conflicts with "
+            f"lambda_mode={lambda_mode!r}"
+        )
+    return lambda_mode
 
 
 def _check_lambdas(lam_neg: float, lam_pos: float | None, affine: bool) -> None:
