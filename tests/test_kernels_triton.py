@@ -52,6 +52,8 @@ def fused():
 
 def reference(qp, qn, k, v, lam_pos, lam_neg, causal, scale):
     """Explicit float64 daGPAM: (lam_pos softmax(qp k^T s) - lam_neg softmax(qn k^T s)) v."""
+    rep = qp.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
     sp = (qp @ k.transpose(-1, -2)) * scale
     sn = (qn @ k.transpose(-1, -2)) * scale
     if causal:
@@ -137,3 +139,137 @@ def test_fused_float16_outputs_and_gradients(fused):
     torch.testing.assert_close(out.double(), ref, atol=1e-2, rtol=1e-2)
     for g, w in zip(got, want):
         torch.testing.assert_close(g.double(), w, atol=3e-2, rtol=3e-2)
+
+
+def _check_against_reference(fused, xs, lam_pos, lam_neg, causal, scale, atol=3e-5):
+    """Output and gradients of q_pos, q_neg, k, v (inputs ``xs``, any strides) vs float64."""
+    out = fused(*xs, lam_pos, lam_neg, causal, scale)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, xs, grad)
+    xd = [x.detach().double().requires_grad_() for x in xs]
+    ref = reference(*xd, lam_pos, lam_neg, causal, scale)
+    want = torch.autograd.grad(ref, xd, grad.double())
+    torch.testing.assert_close(out.double(), ref, atol=atol, rtol=1e-4)
+    for name, g, w in zip(["q_pos", "q_neg", "k", "v"], got, want):
+        assert g.shape == w.shape, name
+        torch.testing.assert_close(g.double(), w, atol=2 * atol, rtol=1e-4, msg=name)
+
+
+@child_only
+@pytest.mark.parametrize(
+    ("lq", "lk", "causal", "blocks"),
+    [
+        (24, 40, False, None),
+        (40, 24, True, None),
+        (37, 37, True, (32, 16)),
+        (30, 45, True, (16, 32)),
+    ],
+)
+def test_fused_batch_lengths_and_block_shapes(fused, monkeypatch, lq, lk, causal, blocks):
+    """B > 1, Lq != Lk (top-left causal as SDPA) and BLOCK_M != BLOCK_N causal tile bounds."""
+    mod = importlib.import_module("gpam.kernels.dagpam_fused")
+
+    monkeypatch.setattr(mod, "BLOCKS_OVERRIDE", blocks)
+    torch.manual_seed(lq * lk)
+    qp, qn = (torch.randn(2, 2, lq, 16, requires_grad=True) for _ in range(2))
+    k, v = (torch.randn(2, 2, lk, 16, requires_grad=True) for _ in range(2))
+    _check_against_reference(fused, [qp, qn, k, v], 1.4, 0.4, causal, 0.3)
+
+
+@child_only
+def test_fused_grouped_query_gradients_without_copies(fused, monkeypatch):
+    """GQA: 4 query heads over 2 K/V heads; dK/dV summed over each group, shapes of k and v."""
+    mod = importlib.import_module("gpam.kernels.dagpam_fused")
+
+    monkeypatch.setattr(mod, "BLOCKS_OVERRIDE", (16, 16))
+    torch.manual_seed(4)
+    qp, qn = (torch.randn(2, 4, 20, 16, requires_grad=True) for _ in range(2))
+    k, v = (torch.randn(2, 2, 28, 16, requires_grad=True) for _ in range(2))
+    _check_against_reference(fused, [qp, qn, k, v], 1.5, 0.5, True, 0.25)
+
+
+@child_only
+def test_fused_non_contiguous_inputs(fused):
+    """(B, L, H, D) tensors viewed as (B, H, L, D), and a q_neg with strides unlike q_pos."""
+    torch.manual_seed(5)
+    base = [torch.randn(2, 19, 2, 16) for _ in range(4)]
+    qp, k, v = (t.transpose(1, 2).requires_grad_() for t in (base[0], base[2], base[3]))
+    qn = base[1].transpose(1, 2).contiguous().requires_grad_()
+    assert not qp.is_contiguous() and qn.is_contiguous()
+    _check_against_reference(fused, [qp, qn, k, v], 1.3, 0.3, False, 0.25)
+
+
+@child_only
+def test_fused_grid_split_over_batch_heads(fused, monkeypatch):
+    """More (batch*head) rows than one launch may hold: split launches (BH0 offsets)."""
+    mod = importlib.import_module("gpam.kernels.dagpam_fused")
+
+    monkeypatch.setattr(mod, "MAX_GRID_Y", 3)
+    torch.manual_seed(6)
+    qp, qn = (torch.randn(2, 4, 17, 16, requires_grad=True) for _ in range(2))
+    k, v = (torch.randn(2, 2, 17, 16, requires_grad=True) for _ in range(2))
+    _check_against_reference(fused, [qp, qn, k, v], 1.5, 0.5, True, 0.25)
+
+
+@child_only
+def test_fused_double_backward_raises(fused):
+    """Second derivatives are not implemented: asking for them raises instead of being wrong."""
+    x = [torch.randn(1, 1, 16, 16, requires_grad=True) for _ in range(4)]
+    loss = fused(*x, 1.5, 0.5, False, None).square().sum()  # its output gradient needs grad
+    (g,) = torch.autograd.grad(loss, x[0], create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        g.sum().backward()
+
+
+@child_only
+def test_dagpam_attention_hands_off_to_fused_with_gpam_fused(fused, monkeypatch):
+    """GPAM_FUSED=1 under TRITON_INTERPRET=1 routes CPU inputs to the kernel (and only then)."""
+    mod = importlib.import_module("gpam.kernels.dagpam_fused")
+    from gpam.functional import dagpam_attention
+
+    calls = []
+    real = mod._DagpamFusedFn.apply
+    monkeypatch.setattr(mod._DagpamFusedFn, "apply", lambda *a: calls.append(1) or real(*a))
+    torch.manual_seed(7)
+    qp, qn = torch.randn(2, 4, 21, 16), torch.randn(2, 4, 21, 16)
+    k, v = torch.randn(2, 2, 21, 16), torch.randn(2, 2, 21, 16)
+    lam = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    monkeypatch.delenv("GPAM_FUSED", raising=False)
+    want = dagpam_attention(qp, qn, k, v, lam_neg=lam, is_causal=True)
+    assert calls == []  # default: SDPA
+    monkeypatch.setenv("GPAM_FUSED", "1")
+    got = dagpam_attention(qp, qn, k, v, lam_neg=lam, is_causal=True)
+    assert calls == [1]
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
+    mask = torch.ones(21, 21, dtype=torch.bool)
+    dagpam_attention(qp, qn, k, v, lam_neg=lam, attn_mask=mask)  # a mask: SDPA path
+    assert calls == [1]
+
+
+@child_only
+def test_dagpam_attention_falls_back_with_a_warning(fused, monkeypatch):
+    mod = importlib.import_module("gpam.kernels.dagpam_fused")
+    from gpam.functional import dagpam_attention
+
+    def broken(*args):
+        raise RuntimeError("simulated Triton compile failure")
+
+    monkeypatch.setattr(mod._DagpamFusedFn, "apply", broken)
+    monkeypatch.setattr(mod, "_WARNED", False)
+    monkeypatch.setenv("GPAM_FUSED", "1")
+    q, qn, k, v = (torch.randn(1, 2, 9, 16) for _ in range(4))
+    with pytest.warns(RuntimeWarning, match="simulated Triton compile failure"):
+        got = dagpam_attention(q, qn, k, v, lam_neg=0.5)
+    monkeypatch.delenv("GPAM_FUSED")
+    torch.testing.assert_close(got, dagpam_attention(q, qn, k, v, lam_neg=0.5))
+
+
+def test_precision_and_capability_rules():
+    """fp32 dots run in IEEE precision (no TF32); CPU tensors are never 'available' on CUDA."""
+
+    from gpam.kernels.dagpam_fused import MIN_CAPABILITY, _precision, fused_dagpam_available
+
+    assert _precision(torch.float32) == "ieee"
+    assert _precision(torch.bfloat16) is None and _precision(torch.float16) is None
+    assert MIN_CAPABILITY >= (8, 0)
+    assert not fused_dagpam_available(torch.randn(1, 2, 8, 64))

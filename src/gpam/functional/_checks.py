@@ -3,10 +3,35 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+MASKED_AT_OR_BELOW = -8192.0
+"""An additive float mask entry ``<= -8192`` (``-2**13``, exact in every float dtype; ``-inf``,
+``-1e9``, ``finfo(dtype).min``, ``-1e4`` in any dtype) counts as *masked*, for every variant;
+bool masks: False = masked. Masked entries get weight exactly 0; rows with no unmasked key
+(dead rows) give zero weights and zero output."""
+
+
+def data_checks_enabled(t: Tensor) -> bool:
+    """Whether data-dependent validation (a device-to-host sync) runs for a tensor like ``t``.
+
+    On CPU in eager mode, or anywhere with ``GPAM_DEBUG_CHECKS=1``; never while
+    ``torch.compile`` traces (no graph breaks, no syncs on the CUDA hot path).
+    """
+    if _compiling():
+        return False
+    return t.device.type == "cpu" or os.environ.get("GPAM_DEBUG_CHECKS", "0") not in ("", "0")
+
+
+def masked_entries(mask: Tensor) -> Tensor:
+    """Bool tensor, True where ``mask`` masks a key (see :data:`MASKED_AT_OR_BELOW`)."""
+    if mask.dtype == torch.bool:
+        return ~mask
+    return mask <= MASKED_AT_OR_BELOW
 
 
 def check_tensor(name: str, t: object, *, dim: int = 4) -> Tensor:
@@ -112,8 +137,7 @@ def as_lambda(
                 f"{name} must be a scalar, shape (heads,) or broadcastable to (B, H, 1, 1), "
                 f"got shape {tuple(value.shape)}"
             )
-        check = nonnegative and value.device.type == "cpu" and not _compiling()
-        if check and bool((value < 0).any()):
+        if nonnegative and data_checks_enabled(value) and bool((value < 0).any()):
             raise ValueError(f"{name} must be >= 0, got a negative entry")
         return value.to(ref.dtype)
     if not math.isfinite(value) or (nonnegative and value < 0):
@@ -148,9 +172,12 @@ def _validated_mask(attn_mask: object, q: Tensor, k: Tensor) -> Tensor:
             f"(batch, heads, Lq, Lk) = {target}"
         )
     if attn_mask.is_floating_point():
-        if torch.isnan(attn_mask).any():
+        if data_checks_enabled(attn_mask) and bool(torch.isnan(attn_mask).any()):
             raise ValueError("attn_mask contains NaN")
-        attn_mask = attn_mask.to(q.dtype)
+        # One rule for every variant: entries <= MASKED_AT_OR_BELOW become -inf (compared in the
+        # mask's own dtype, before any cast could round them).
+        masked = masked_entries(attn_mask)
+        attn_mask = attn_mask.to(q.dtype).masked_fill(masked, float("-inf"))
     return attn_mask.to(q.device)
 
 
@@ -171,7 +198,9 @@ def sdpa_mask(
     """Mask for ``F.scaled_dot_product_attention`` with fully-masked rows made safe.
 
     Returns ``(mask, is_causal, dead)``: ``dead`` is a bool ``(..., Lq, 1)`` marking rows with no
-    visible key (their output must be zeroed) or None when every row sees a key.
+    visible key (the caller zeroes their output with ``masked_fill``), None without ``attn_mask``.
+    Float entries ``<= MASKED_AT_OR_BELOW`` come back as ``-inf``. No device-to-host sync: dead
+    rows are computed and filled as tensors, whether or not there are any.
     """
     if attn_mask is None:
         return None, bool(is_causal), None
@@ -180,13 +209,9 @@ def sdpa_mask(
     )
     if mask.dtype == torch.bool:
         dead = ~mask.any(-1, keepdim=True)
-        if bool(dead.any()):
-            return mask | dead, False, dead
-    else:
-        dead = torch.isneginf(mask).all(-1, keepdim=True)
-        if bool(dead.any()):
-            return mask.masked_fill(dead, 0.0), False, dead
-    return mask, False, None
+        return mask | dead, False, dead
+    dead = torch.isneginf(mask).all(-1, keepdim=True)
+    return mask.masked_fill(dead, 0.0), False, dead
 
 
 @dataclass
@@ -218,7 +243,11 @@ class ExplicitMask:
 
 
 def explicit_mask(attn_mask: Tensor | None, is_causal: bool, q: Tensor, k: Tensor) -> ExplicitMask:
-    """Split ``attn_mask`` / ``is_causal`` into keep / bias / dead parts (see ExplicitMask)."""
+    """Split ``attn_mask`` / ``is_causal`` into keep / bias / dead parts (see ExplicitMask).
+
+    Float entries ``<= MASKED_AT_OR_BELOW`` (and ``-inf``) are masked, as in :func:`sdpa_mask`.
+    No device-to-host sync (``keep`` and ``dead`` are returned whenever there is a mask).
+    """
     mask = None if attn_mask is None else _validated_mask(attn_mask, q, k)
     mask = _with_causal(mask, is_causal, q.shape[2], k.shape[2], q.device)
     if mask is None:
@@ -228,10 +257,7 @@ def explicit_mask(attn_mask: Tensor | None, is_causal: bool, q: Tensor, k: Tenso
     else:
         keep = ~torch.isneginf(mask)
         bias = mask.masked_fill(~keep, 0.0)
-        if bool(keep.all()):
-            return ExplicitMask(None, bias, None)
-    dead = ~keep.any(-1, keepdim=True)
-    return ExplicitMask(keep, bias, dead if bool(dead.any()) else None)
+    return ExplicitMask(keep, bias, ~keep.any(-1, keepdim=True))
 
 
 def dropout(weights: Tensor, dropout_p: float) -> Tensor:

@@ -69,9 +69,11 @@ def dagpam_attention(
     (default) ``lam_pos = 1 + lam_neg`` and every row of W sums to 1 with entries in
     ``[-lam_neg, lam_pos]``; with ``affine=False`` both are free and rows sum to
     ``lam_pos - lam_neg``. ``lam_neg = 0`` is exactly softmax attention.
-    On CUDA with Triton installed (and no mask, dropout or weights requested) a fused kernel
-    reads K/V once for both maps (``GPAM_FUSED=0`` turns it off); otherwise the path runs
-    ``F.scaled_dot_product_attention`` twice (memory linear in L);
+    The default path is ``F.scaled_dot_product_attention`` (memory linear in L): on CPU one call
+    with 2H query heads over the shared K/V heads (grouped-query attention, no K/V copy), on
+    other devices two calls. The fused Triton kernel is opt-in only (``GPAM_FUSED=1``; see
+    ``gpam.kernels``): it runs on CUDA when it applies (no mask, dropout or weights) and falls back
+    to SDPA with a warning if Triton fails; under ``TRITON_INTERPRET=1`` it also takes CPU inputs.
     ``return_weights=True`` computes and returns the explicit W of shape (B, H, Lq, Lk).
     Dropout (``dropout_p``) is applied to each softmax map independently.
     """
@@ -81,12 +83,12 @@ def dagpam_attention(
     num_heads = q_pos.shape[1]
     lp, ln = resolve_lambdas(lam_pos, lam_neg, affine, num_heads, q_pos)
     s = default_scale(scale, q_pos.shape[-1])
-    if q_pos.is_cuda and _use_fused(q_pos, k, v, attn_mask, dropout_p, return_weights):
-        from gpam.kernels import dagpam_fused
-
-        return dagpam_fused(q_pos, q_neg, k, v, lp, ln, bool(is_causal), s)
-    k, v = expand_kv(k, num_heads), expand_kv(v, num_heads)
+    if _use_fused(q_pos, k, v, attn_mask, dropout_p, return_weights):
+        out = _fused_or_none(q_pos, q_neg, k, v, lp, ln, bool(is_causal), s)
+        if out is not None:
+            return out
     if return_weights:
+        k, v = expand_kv(k, num_heads), expand_kv(v, num_heads)
         m = explicit_mask(attn_mask, is_causal, q_pos, k)
         kt = k.transpose(-2, -1)
         a_pos = dropout(m.softmax((q_pos @ kt) * s), dropout_p)
@@ -94,12 +96,16 @@ def dagpam_attention(
         w = lp * a_pos - ln * a_neg
         return w @ v, w
     mask, causal, dead = sdpa_mask(attn_mask, is_causal, q_pos, k)
-    o_pos = F.scaled_dot_product_attention(
-        q_pos, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal, scale=s
-    )
-    o_neg = F.scaled_dot_product_attention(
-        q_neg, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal, scale=s
-    )
+    if one_call_applies(q_pos, mask):
+        o_pos, o_neg = _sdpa_one_call(q_pos, q_neg, k, v, mask, causal, dropout_p, s)
+    else:
+        k, v = expand_kv(k, num_heads), expand_kv(v, num_heads)
+        o_pos = F.scaled_dot_product_attention(
+            q_pos, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal, scale=s
+        )
+        o_neg = F.scaled_dot_product_attention(
+            q_neg, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal, scale=s
+        )
     if affine:
         # lam_pos * o_pos - lam_neg * o_neg == o_neg + lam_pos * (o_pos - o_neg), in one fused op.
         out = torch.lerp(o_neg, o_pos, lp if isinstance(lp, Tensor) else float(lp))
@@ -108,14 +114,85 @@ def dagpam_attention(
     return out if dead is None else out.masked_fill(dead, 0.0)
 
 
+#: device types whose default daGPAM path is one SDPA call over 2H query heads (measured on CPU:
+#: docs/benchmarks.md); elsewhere two calls (CUDA: SDPA's grouped-query support is limited to
+#: some backends, so two plain calls keep every backend available; not measured on a GPU).
+ONE_CALL_DEVICES: frozenset[str] = frozenset({"cpu"})
+_HAS_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)
+
+
+def one_call_applies(
+    q: Tensor, mask: Tensor | None, device_types: frozenset[str] | None = None
+) -> bool:
+    """Whether daGPAM's two maps run as one SDPA call (see :func:`_sdpa_one_call`).
+
+    Needs ``enable_gqa`` (torch >= 2.5), a device type in ``device_types`` (default
+    :data:`ONE_CALL_DEVICES`) and a mask without a per-head dimension (else two calls).
+    """
+    types = ONE_CALL_DEVICES if device_types is None else device_types
+    if not _HAS_GQA or q.device.type not in types:
+        return False
+    return mask is None or mask.dim() < 4 or mask.shape[1] == 1
+
+
+def _sdpa_one_call(
+    q_pos: Tensor,
+    q_neg: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None,
+    causal: bool,
+    dropout_p: float,
+    scale: float,
+) -> tuple[Tensor, Tensor]:
+    """``(A_pos V, A_neg V)``, each (B, H, Lq, Dv), from one SDPA call with 2H query heads.
+
+    SDPA's grouped-query attention maps query head ``j`` to K/V head ``j // (2H / Hkv)``, so the
+    query heads are ordered per K/V group: ``[q_pos heads of group g, q_neg heads of group g]``;
+    K/V are not copied. ``mask`` must not have a per-head dimension.
+    """
+    b, h, lq, d = q_pos.shape
+    hkv = k.shape[1]
+    rep = h // hkv
+    both = torch.stack((q_pos.view(b, hkv, rep, lq, d), q_neg.view(b, hkv, rep, lq, d)), dim=2)
+    out = F.scaled_dot_product_attention(
+        both.view(b, 2 * h, lq, d), k, v, attn_mask=mask, dropout_p=dropout_p,
+        is_causal=causal, scale=scale, enable_gqa=True,
+    )  # fmt: skip
+    out = out.view(b, hkv, 2, rep, lq, v.shape[-1])
+    return out[:, :, 0].reshape(b, h, lq, -1), out[:, :, 1].reshape(b, h, lq, -1)
+
+
 def _use_fused(
     q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout_p: float, weights: bool
 ) -> bool:
-    """Whether the fused Triton kernel applies (CUDA, triton, supported shapes, no mask/dropout)."""
-    if os.environ.get("GPAM_FUSED", "1") == "0" or v.shape[-1] != q.shape[-1]:
+    """Whether to try the opt-in fused Triton kernel (``GPAM_FUSED=1`` and it applies)."""
+    if os.environ.get("GPAM_FUSED", "0") != "1" or v.shape[-1] != q.shape[-1]:
+        return False
+    if attn_mask is not None or dropout_p != 0.0 or weights:
         return False
     from gpam.kernels import fused_dagpam_available
+    from gpam.kernels.dagpam_fused import interpreter_applies
 
-    return fused_dagpam_available(
-        q, k, attn_mask=attn_mask, dropout_p=dropout_p, return_weights=weights
-    )
+    return fused_dagpam_available(q, k) or interpreter_applies(q)
+
+
+def _fused_or_none(
+    q_pos: Tensor,
+    q_neg: Tensor,
+    k: Tensor,
+    v: Tensor,
+    lp: float | Tensor,
+    ln: float | Tensor,
+    causal: bool,
+    scale: float,
+) -> Tensor | None:
+    """The fused kernel's output, or None (with a warning) when Triton fails to compile/launch."""
+    from gpam.kernels import dagpam_fused
+    from gpam.kernels.dagpam_fused import warn_fallback
+
+    try:
+        return dagpam_fused(q_pos, q_neg, k, v, lp, ln, causal, scale)
+    except Exception as err:  # noqa: BLE001 - any Triton compile/launch error: use SDPA instead
+        warn_fallback(err)
+        return None
