@@ -1,5 +1,6 @@
-"""End-to-end commands on tiny models and slices of the real corpora:
-`gpam train lm|nmt`, `gpam eval lm|nmt`, `gpam generate`, `gpam translate`, and their errors."""
+"""End-to-end commands on tiny models, on generated text (always) and slices of the real corpora
+(extra, with GPAM_DATA_DIR): `gpam train lm|nmt`, `gpam eval lm|nmt`, `gpam generate`,
+`gpam translate`, and their errors."""
 
 from __future__ import annotations
 
@@ -10,16 +11,21 @@ import math
 
 import pytest
 
+from gen_data import text_lines, write_pairs
 from gpam.cli.main import main
 
 TINY = ["--d-model", "16", "--layers", "1", "--heads", "2", "--quiet"]
 
 
-@pytest.fixture(scope="module")
-def lm_run(tmp_path_factory, data_dir):
+@pytest.fixture(scope="module", params=["generated", "tinyshakespeare"])
+def lm_run(tmp_path_factory, request):
     tmp = tmp_path_factory.mktemp("lm")
-    text = tmp / "shakespeare.txt"
-    text.write_text((data_dir / "tinyshakespeare" / "input.txt").read_text()[:30000])
+    text = tmp / "corpus.txt"
+    if request.param == "generated":
+        text.write_text("ROMEO: " + "\n".join(text_lines(900)) + "\n")
+    else:
+        data_dir = request.getfixturevalue("data_dir")
+        text.write_text((data_dir / "tinyshakespeare" / "input.txt").read_text()[:30000])
     out = tmp / "run"
     code = main(["train", "lm", "--train", str(text), *TINY, "--seq-len", "16",
                  "--batch-size", "4", "--steps", "6", "--eval-every", "3",
@@ -29,17 +35,29 @@ def lm_run(tmp_path_factory, data_dir):
     return text, out
 
 
-@pytest.fixture(scope="module")
-def nmt_run(tmp_path_factory, data_dir):
+@pytest.fixture(scope="module", params=["generated", "multi30k"])
+def nmt_run(tmp_path_factory, request):
     tmp = tmp_path_factory.mktemp("nmt")
-    m = data_dir / "multi30k"
     files = {}
-    for split, n in (("train", 400), ("val", 40), ("test_2016_flickr", 12)):
-        for lang in ("de", "en"):
-            with gzip.open(m / f"{split}.{lang}.gz", "rt", encoding="utf-8") as f:
-                lines = [next(f) for _ in range(n)]
-            files[split, lang] = tmp / f"{split}.{lang}.gz"
-            files[split, lang].write_bytes(gzip.compress("".join(lines).encode()))
+    if request.param == "generated":
+        sets = {}
+        for split, n, seed in (("train", 400, 0), ("val", 40, 1), ("test_2016_flickr", 12, 2)):
+            sets[split] = write_pairs(tmp / split, n_train=n, n_valid=1, seed=seed)
+        read = {
+            (split, lang): sets[split][f"train_{side}"].read_text().splitlines(keepends=True)
+            for split in sets
+            for lang, side in (("de", "src"), ("en", "tgt"))
+        }
+    else:
+        m = request.getfixturevalue("data_dir") / "multi30k"
+        read = {}
+        for split, n in (("train", 400), ("val", 40), ("test_2016_flickr", 12)):
+            for lang in ("de", "en"):
+                with gzip.open(m / f"{split}.{lang}.gz", "rt", encoding="utf-8") as f:
+                    read[split, lang] = [next(f) for _ in range(n)]
+    for (split, lang), lines in read.items():
+        files[split, lang] = tmp / f"{split}.{lang}.gz"
+        files[split, lang].write_bytes(gzip.compress("".join(lines).encode()))
     out = tmp / "run"
     code = main(["train", "nmt", "--train-src", str(files["train", "de"]),
                  "--train-tgt", str(files["train", "en"]), "--valid-src", str(files["val", "de"]),
@@ -154,7 +172,7 @@ def test_train_nmt_eval_and_translate(nmt_run, tmp_path, capsys, monkeypatch):
     assert lines[:3] == [hyps[0], "", hyps[1]]  # same beam search as `eval nmt`, blank kept
 
 
-def test_one_line_errors(tmp_path, capsys, data_dir):
+def test_one_line_errors(tmp_path, capsys):
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     a.write_text("x\ny\nz\n")
     b.write_text("X\nY\n")

@@ -1,4 +1,5 @@
-"""Fine-tuning a converted tiny GPT-2 on real text (tinyshakespeare from $GPAM_DATA_DIR)."""
+"""Fine-tuning a converted tiny GPT-2 on generated text (and, as an extra, Tiny Shakespeare from
+$GPAM_DATA_DIR)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import json
 import pytest
 import torch
 
+from gen_data import text_lines
+
 tf = pytest.importorskip("transformers")
 import gpam.hf as gh  # noqa: E402
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["generated", "tinyshakespeare"])
 def text(request) -> str:
+    if request.param == "generated":
+        return "\n".join(text_lines(1500)) + "\n"
     data_dir = request.getfixturevalue("data_dir")
     return (data_dir / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")[:60_000]
 
