@@ -30,7 +30,9 @@ class GpamAttentionState(nn.Module):
     """Per-layer gpam settings and daGPAM parameters, attached to a transformers attention layer.
 
     ``lam_neg`` is one value per head: a learnable parameter (kept >= 0 by a straight-through
-    clamp, so an exact 0 start still receives gradient) or a fixed buffer. The negative query
+    clamp, so an exact 0 start still receives gradient) or a fixed buffer, always float32 (also
+    in bf16/fp16 models and after ``.to(dtype)``); the maps below are built in float32 and cast
+    to the model's dtype. The negative query
     (``neg_query``): ``"linear"``: ``Q_neg[h] = Q_pos[h] @ W[h]``, ``W (H, D, D)`` initialised to
     random orthogonal matrices (as ``gpam.MultiheadAttention``); ``"full"``: its own projection
     ``(E -> H*D)`` of the layer input, initialised to the pretrained query projection followed by
@@ -55,32 +57,45 @@ class GpamAttentionState(nn.Module):
         if attention != "dagpam":
             return
         ref = query_proj[0] if query_proj is not None else torch.empty(0)
-        factory = {"device": ref.device, "dtype": ref.dtype if ref.numel() else None}
-        lam = torch.full((num_heads,), float(lam_neg), **factory)
+        dtype = ref.dtype if ref.numel() else torch.get_default_dtype()
+        # New parameters are initialised in float32 (orthogonal_'s QR has no half kernels) and
+        # then cast to the model's dtype; lam_neg stays float32 (a bf16 lambda would round
+        # gradient steps away), it is cast to the activations' dtype where it is used.
+        init = {"device": ref.device, "dtype": torch.float32}
+        lam = torch.full((num_heads,), float(lam_neg), **init)
         if learnable_lambda:
             self.lam_neg_param = nn.Parameter(lam)
         else:
             self.register_buffer("lam_neg_value", lam)
         if neg_query == "negate":
             return
-        rot = torch.empty(num_heads, head_dim, head_dim, **factory)
+        rot = torch.empty(num_heads, head_dim, head_dim, **init)
         for h in range(num_heads):
             nn.init.orthogonal_(rot[h])
         if neg_query == "linear":
-            self.neg_weight = nn.Parameter(rot)
+            self.neg_weight = nn.Parameter(rot.to(dtype))
             return
         if query_proj is None:
             raise ValueError("query_proj is required for neg_query='full'")
         w, b = query_proj  # (H*D, E), (H*D,)
         hd, e = w.shape
-        proj = nn.Linear(e, hd, bias=b is not None, **factory)
+        proj = nn.Linear(e, hd, bias=b is not None, device=ref.device, dtype=dtype)
         with torch.no_grad():
-            w_heads = w.detach().view(num_heads, head_dim, e)
+            w_heads = w.detach().float().view(num_heads, head_dim, e)
             proj.weight.copy_(torch.einsum("hde,hdf->hfe", w_heads, rot).reshape(hd, e))
             if b is not None:
-                b_heads = b.detach().view(num_heads, head_dim)
+                b_heads = b.detach().float().view(num_heads, head_dim)
                 proj.bias.copy_(torch.einsum("hd,hdf->hf", b_heads, rot).flatten())
         self.q_neg_proj = proj
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        """``nn.Module._apply``; ``lam_neg`` stays float32 under ``.to(dtype)`` / ``.half()``."""
+        super()._apply(fn, recurse)
+        for name in ("lam_neg_param", "lam_neg_value"):
+            t = getattr(self, name, None)
+            if t is not None and t.is_floating_point() and t.dtype != torch.float32:
+                t.data = t.data.float()
+        return self
 
     def lam_neg(self) -> Tensor:
         """Per-head ``lam_neg`` (H,), >= 0 in the forward pass."""
