@@ -31,6 +31,31 @@ def test_seq2seq_config_json_round_trip() -> None:
     assert Seq2SeqConfig(50).norm == "post"  # the paper's NMT baselines
 
 
+def test_new_lambda_and_negative_query_fields() -> None:
+    cfg = LMConfig(30, lambda_mode="token", neg_query="relu_linear", neg_init="neg_identity")
+    back = LMConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back == cfg and back.lambda_mode == "token" and not back.learnable_lambda
+    # a config.json written before these fields existed still loads, with the old meaning
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("lambda_mode", "neg_init")}
+    old.update(neg_query="linear", learnable_lambda=True)
+    legacy = LMConfig.from_dict(old)
+    assert legacy.lambda_mode == "head" and legacy.learnable_lambda
+    assert legacy.neg_init == "orthogonal"
+    assert LMConfig(30, lambda_mode="head").learnable_lambda
+    s2s = Seq2SeqConfig(20, lambda_mode="token", neg_init="neg_identity", cross_attention="diff2")
+    assert Seq2SeqConfig.from_dict(json.loads(json.dumps(s2s.to_dict()))) == s2s
+    with pytest.raises(ValueError, match="lambda_mode"):
+        LMConfig(30, lambda_mode="layer")
+    with pytest.raises(ValueError, match="lambda_mode"):
+        LMConfig(30, lambda_mode="token", learnable_lambda=True)
+    with pytest.raises(ValueError, match="neg_init"):
+        LMConfig(30, neg_init="eye")
+    import gpam
+
+    for variant in gpam.VARIANTS:  # every registered variant is a valid config choice
+        assert LMConfig(30, attention=variant).attention == variant
+
+
 def test_from_dict_rejects_unknown_fields_and_wrong_type() -> None:
     data = LMConfig(10).to_dict()
     with pytest.raises(ValueError, match="n_layer"):

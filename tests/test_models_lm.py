@@ -67,9 +67,22 @@ def test_cached_decoding_equals_full_forward(positions: str, norm: str) -> None:
     assert caches[0].length == x.shape[1]
 
 
-@pytest.mark.parametrize("variant", ["dagpam", "diff", "sigmoid"])
-def test_cached_decoding_other_variants(variant: str) -> None:
-    lm = tiny(attention=variant, positions="rotary")
+@pytest.mark.parametrize(
+    ("variant", "extra"),
+    [
+        ("dagpam", {}),
+        ("diff", {}),
+        ("sigmoid", {}),
+        ("diff2", {"kv_heads": 2}),
+        ("centered", {}),
+        ("dagpam", {"lambda_mode": "token", "neg_query": "relu_linear", "kv_heads": 2}),
+    ],
+)
+def test_cached_decoding_other_variants(variant: str, extra: dict) -> None:
+    lm = tiny(attention=variant, positions="rotary", **extra)
+    if extra.get("lambda_mode") == "token":  # make lambda depend on the token
+        for block in lm.blocks:
+            torch.nn.init.normal_(block.self_attn.lambda_proj.weight, std=0.3)
     x = ids(2, 7)
     with torch.no_grad():
         full = lm(x)
@@ -237,6 +250,11 @@ def test_config_options_reach_the_attention_layers() -> None:
     learn = tiny(learnable_lambda=True)
     names = [n for n, _ in learn.named_parameters()]
     assert sum("lam_neg_param" in n for n in names) == 2
+    tok = tiny(lambda_mode="token", neg_init="neg_identity", neg_query="full", lam_neg=0.0)
+    assert all(b.self_attn.lambda_mode == "token" for b in tok.blocks)
+    q = tok.blocks[0].self_attn
+    assert torch.equal(q.q_neg_proj.weight, -q.q_proj.weight)
+    assert (q.lambda_proj.bias == 0).all() and (q.lambda_proj.weight == 0).all()
     diff = tiny(attention="diff", n_layers=3)
     assert [b.self_attn.lam_init for b in diff.blocks] == pytest.approx(
         [gpam.nn.diff_lambda_init(i) for i in range(3)]

@@ -36,7 +36,9 @@ def test_token_by_token_equals_full(attention: str) -> None:
     torch.testing.assert_close(decode(mha, x, [1] * 7), full)
 
 
-@pytest.mark.parametrize("attention", ["softmax", "dagpam", "diff", "coda", "sigmoid"])
+@pytest.mark.parametrize(
+    "attention", ["softmax", "dagpam", "diff", "coda", "sigmoid", "diff2", "centered"]
+)
 def test_several_tokens_per_step(attention: str) -> None:
     e, h = dims(attention)
     mha = gpam.MultiheadAttention(e, h, attention=attention).double().eval()

@@ -129,7 +129,7 @@ def fold_groups(
         mb, mh = mask.shape[0], mask.shape[1]
         mask = mask.expand(mb, mh, lq, lk)
         if mh == 1:
-            mask = mask.expand(mb, 1, g, lq, lk).reshape(mb, 1, g * lq, lk)
+            mask = mask[:, :, None].expand(mb, 1, g, lq, lk).reshape(mb, 1, g * lq, lk)
         else:  # per query head: group g of kv head j holds query heads j*g .. j*g + g - 1
             mask = mask.reshape(mb, hkv, g * lq, lk)
     out = F.scaled_dot_product_attention(qf, k, v, attn_mask=mask, dropout_p=p, scale=s)

@@ -23,7 +23,7 @@ from gpam.nn.rotary import apply_rotary
 NEG_QUERIES = ("linear", "full", "negate", "relu_linear")
 NEG_INITS = ("orthogonal", "neg_identity")
 LAMBDA_MODES = ("fixed", "head", "token")
-LAMBDA_PARAMS = ("clamp", "softplus")
+LAMBDA_PARAMS = ("clamp", "softplus", "sigmoid")
 
 
 def diff_lambda_init(layer_idx: int) -> float:
@@ -60,7 +60,9 @@ class MultiheadAttention(nn.Module):
         learnable_lambda: ``True`` is an alias of ``lambda_mode="head"``.
         lambda_param: how learnable lambdas stay >= 0: ``"clamp"`` (default; the raw value is
             lambda itself, used as ``max(lambda, 0)`` with a straight-through gradient, so it can
-            start at exactly 0) or ``"softplus"`` (lambda = softplus(raw)).
+            start at exactly 0), ``"softplus"`` (lambda = softplus(raw)) or ``"sigmoid"``
+            (lambda = sigmoid(raw), in (0, 1), so ``lam_neg`` must lie in (0, 1): with
+            ``lambda_mode="token"``, ``affine=False`` and ``lam_pos=1`` this is Diff V2's lambda).
         neg_query: how daGPAM's negative query is made: ``"linear"`` (default; a per-head
             head_dim x head_dim map W of the positive query, E * head_dim extra parameters),
             ``"full"`` (its own E x E projection of the input), ``"negate"`` (``-Q_pos``) or
@@ -121,8 +123,8 @@ class MultiheadAttention(nn.Module):
         lambda_mode = resolve_lambda_mode(lambda_mode, learnable_lambda)
         if attention == "dagpam":
             _check_lambdas(lam_neg, lam_pos, affine)
-        if attention == "diff" and kdim not in (None, embed_dim):
-            pass  # keys may come from another width; projections handle it
+            if lambda_param == "sigmoid" and lambda_mode != "fixed":
+                _check_sigmoid_lambdas(lam_neg, lam_pos if lambda_mode == "head" else None)
         factory = {"device": device, "dtype": dtype}
         self.embed_dim, self.num_heads = embed_dim, num_heads
         self.kv_heads = kv_heads or num_heads
@@ -198,11 +200,15 @@ class MultiheadAttention(nn.Module):
             # inverse softplus; exact 0 is unreachable with softplus, so start just above it
             lam = lam.clamp_min(1e-6)
             return lam + torch.log(-torch.expm1(-lam))
+        if self.lambda_param == "sigmoid":
+            return torch.logit(lam)
         return lam
 
     def _from_raw(self, raw: Tensor) -> Tensor:
         if self.lambda_param == "softplus":
             return F.softplus(raw)
+        if self.lambda_param == "sigmoid":
+            return torch.sigmoid(raw)
         return raw + (raw.clamp_min(0.0) - raw).detach()  # max(raw, 0) with identity gradient
 
     @classmethod
@@ -484,6 +490,15 @@ def resolve_lambda_mode(lambda_mode: str | None, learnable_lambda: bool) -> str:
             f"lambda_mode={lambda_mode!r}"
         )
     return lambda_mode
+
+
+def _check_sigmoid_lambdas(lam_neg: float, lam_pos: float | None) -> None:
+    for name, lam in (("lam_neg", lam_neg), ("lam_pos", lam_pos)):
+        if lam is not None and not 0.0 < lam < 1.0:
+            raise ValueError(
+                f"lambda_param='sigmoid' keeps learnable lambdas in (0, 1): {name} must lie in "
+                f"(0, 1), got {lam!r}"
+            )
 
 
 def _check_lambdas(lam_neg: float, lam_pos: float | None, affine: bool) -> None:
