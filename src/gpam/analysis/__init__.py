@@ -2,9 +2,10 @@
 
 Entry points (each writes ``*.json``, ``*.png`` and ``report.md`` to ``out``):
 ``run_rank_collapse(out, **config)``, ``run_faithfulness(out, **config)``,
-``run_gradients(out, **config)``; the config keywords are the fields of
-``RankCollapseConfig``, ``FaithfulnessConfig`` and ``GradientsConfig``; ``threads`` (default 1)
-sets torch's CPU threads for the run (the workloads are many tiny products).
+``run_gradients(out, **config)``, ``run_phase(out, **config)``; the config keywords are the
+fields of ``RankCollapseConfig``, ``FaithfulnessConfig``, ``GradientsConfig`` and
+``PhaseConfig``; ``threads`` (default 1) sets torch's CPU threads for the run (the workloads are
+many tiny products).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from gpam.analysis.measures import (
     row_entropy,
     row_max,
 )
+from gpam.analysis.phase import PhaseConfig, critical_point, phase
+from gpam.analysis.phase_maps import jacobian_rel, logit_std, region_quantity
 from gpam.analysis.rank_collapse import RankCollapseConfig, StackConfig, rank_collapse
 from gpam.analysis.stacks import ARCHITECTURES, VariantSpec, build_stack, run_stack
 
@@ -35,6 +38,7 @@ __all__ = [
     "AttentionRecord",
     "FaithfulnessConfig",
     "GradientsConfig",
+    "PhaseConfig",
     "RankCollapseConfig",
     "StackConfig",
     "VariantSpec",
@@ -42,13 +46,18 @@ __all__ = [
     "bound_shrink",
     "build_stack",
     "composite_norm",
+    "critical_point",
     "explicit_attention",
     "faithfulness",
     "gradients",
     "head_betas",
+    "jacobian_rel",
+    "logit_std",
     "norm_1",
     "norm_inf",
+    "phase",
     "rank_collapse",
+    "region_quantity",
     "relative_residual_composite",
     "relative_residual_fro",
     "residual",
@@ -56,6 +65,7 @@ __all__ = [
     "row_max",
     "run_faithfulness",
     "run_gradients",
+    "run_phase",
     "run_rank_collapse",
     "run_stack",
     "shrink",
@@ -106,4 +116,28 @@ def run_gradients(
     with torch_threads(threads):
         result = gradients(GradientsConfig(**config), show_progress=show_progress)
     write_gradients(result, Path(out))
+    return result
+
+
+def run_phase(
+    out: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    show_progress: bool = True,
+    threads: int | None = 1,
+    **config: Any,
+) -> dict:
+    """The logit-scale dilemma (fresh stacks over gains, or a trained checkpoint's layers)."""
+    if checkpoint is not None:
+        from gpam.analysis.phase_checkpoint import phase_checkpoint, write_phase_checkpoint
+
+        with torch_threads(threads):
+            result = phase_checkpoint(checkpoint, show_progress=show_progress, **config)
+        write_phase_checkpoint(result, Path(out))
+        return result
+    from gpam.analysis.phase_outputs import write_phase
+
+    with torch_threads(threads):
+        result = phase(PhaseConfig(**config), show_progress=show_progress)
+    write_phase(result, Path(out))
     return result

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+EXPLICIT_VARIANTS = ("softmax", "dagpam", "diff", "cog", "coda", "sigmoid")
+
 
 @dataclass
 class AttentionRecord:
@@ -100,12 +102,7 @@ def explicit_attention(
 
 
 def _dagpam(mha, x, q, k, v, scale, keep, rec: AttentionRecord) -> Tensor:
-    if mha.neg_query == "linear":
-        q_neg = torch.einsum("bhld,hde->bhle", q, mha.neg_weight)
-    elif mha.neg_query == "full":
-        q_neg = _heads(mha.q_neg_proj(x), mha.num_heads)
-    else:
-        q_neg = -q
+    q_neg = mha.negative_query(x, q)  # the layer's own negative query, whichever kind
     lam_pos, lam_neg = mha.lambdas()
     lam_pos, lam_neg = _per_head(lam_pos), _per_head(lam_neg)
     kt = k.transpose(-2, -1)

@@ -23,6 +23,8 @@ class FaithfulnessConfig(StackConfig):
     lam_pos_values: Sequence[float] = field(default_factory=lambda: [1.0, 1.5, 2.0, 3.0, 4.0])
     fixed_lam_neg: float = 1.0
     architecture: str = "attention"
+    neg_query: str = "linear"
+    neg_init: str | None = None
 
     def sweeps(self) -> list[tuple[str, str, list[VariantSpec]]]:
         """``(name, description, specs)`` of the two sweeps."""
@@ -30,9 +32,12 @@ class FaithfulnessConfig(StackConfig):
             raise ValueError("lam_neg_values must list at least one value")
         if not self.lam_pos_values:
             raise ValueError("lam_pos_values must list at least one value")
-        a = [VariantSpec("dagpam", lam_neg=float(x)) for x in self.lam_neg_values]
+        neg = {"neg_query": self.neg_query, "neg_init": self.neg_init}
+        a = [VariantSpec("dagpam", lam_neg=float(x), **neg) for x in self.lam_neg_values]
         b = [
-            VariantSpec("dagpam", lam_neg=float(self.fixed_lam_neg), lam_pos=float(x), affine=False)
+            VariantSpec(
+                "dagpam", lam_neg=float(self.fixed_lam_neg), lam_pos=float(x), affine=False, **neg
+            )
             for x in self.lam_pos_values
         ]
         for s in a + b:

@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from gpam.analysis.bounds import bound_factor, bound_shrink, shrink
+from gpam.analysis.explicit import EXPLICIT_VARIANTS
 from gpam.analysis.measures import row_entropy, row_max
-from gpam.analysis.stacks import VARIANTS, VariantSpec, check_spec
+from gpam.analysis.stacks import VariantSpec, check_spec
 from gpam.analysis.tiny_model import TinyLM, copy_batch
 
 
@@ -28,7 +29,7 @@ from gpam.analysis.tiny_model import TinyLM, copy_batch
 class GradientsConfig:
     """``gpam analyze gradients`` settings."""
 
-    variants: Sequence[str] = field(default_factory=lambda: list(VARIANTS))
+    variants: Sequence[str] = field(default_factory=lambda: list(EXPLICIT_VARIANTS))
     lam_neg: Sequence[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     steps: int = 150
     batch: int = 32
@@ -42,6 +43,8 @@ class GradientsConfig:
     record_every: int = 1
     gamma: float = 1.0
     seed: int = 0
+    neg_query: str = "linear"
+    neg_init: str | None = None
 
     def specs(self) -> list[VariantSpec]:
         """One spec per variant, daGPAM once per ``lam_neg`` (affine form)."""
@@ -52,7 +55,15 @@ class GradientsConfig:
             if v == "dagpam":
                 if not self.lam_neg:
                     raise ValueError("lam_neg must list at least one value when dagpam is run")
-                out.extend(VariantSpec("dagpam", lam_neg=float(x)) for x in self.lam_neg)
+                out.extend(
+                    VariantSpec(
+                        "dagpam",
+                        lam_neg=float(x),
+                        neg_query=self.neg_query,
+                        neg_init=self.neg_init,
+                    )
+                    for x in self.lam_neg
+                )
             else:
                 out.append(VariantSpec(v))
         for s in out:

@@ -52,11 +52,19 @@ class StackConfig:
 
 @dataclass
 class RankCollapseConfig(StackConfig):
-    """``gpam analyze rank-collapse`` settings; daGPAM once per ``lam_neg`` (affine form)."""
+    """``gpam analyze rank-collapse`` settings; daGPAM once per ``lam_neg`` (affine form).
+
+    ``neg_query``/``neg_init``: daGPAM's negative query and its initialisation (passed to
+    ``gpam.MultiheadAttention``; ``neg_init=None`` keeps the layer's default).
+    """
 
     variants: Sequence[str] = field(default_factory=lambda: list(VARIANTS))
     lam_neg: Sequence[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
-    architectures: Sequence[str] = field(default_factory=lambda: list(ARCHITECTURES))
+    architectures: Sequence[str] = field(
+        default_factory=lambda: ["attention", "attention_skip", "preln"]
+    )
+    neg_query: str = "linear"
+    neg_init: str | None = None
 
     def specs(self) -> list[VariantSpec]:
         """The attention settings to measure, in order."""
@@ -67,7 +75,15 @@ class RankCollapseConfig(StackConfig):
             if v == "dagpam":
                 if not self.lam_neg:
                     raise ValueError("lam_neg must list at least one value when dagpam is measured")
-                out.extend(VariantSpec("dagpam", lam_neg=float(x)) for x in self.lam_neg)
+                out.extend(
+                    VariantSpec(
+                        "dagpam",
+                        lam_neg=float(x),
+                        neg_query=self.neg_query,
+                        neg_init=self.neg_init,
+                    )
+                    for x in self.lam_neg
+                )
             else:
                 out.append(VariantSpec(v))
         for s in out:

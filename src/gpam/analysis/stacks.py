@@ -1,8 +1,10 @@
 """Attention stacks at initialisation for the rank-collapse analyses.
 
-Three architectures (Dong et al. 2021, section 2-3):
+Four architectures (Dong et al. 2021, section 2-3, plus a normalised pure-attention stack):
 
 * ``attention``: pure attention, ``X_{l+1} = SA_l(X_l)`` (no skip, no MLP, no norm);
+* ``attention_norm``: ``X_{l+1} = SA_l(rmsnorm(X_l))`` (per-token RMS norm without affine
+  weights, no skip, no MLP), so a layer's logit scale is set by its weights alone;
 * ``attention_skip``: ``X_{l+1} = X_l + SA_l(X_l)``;
 * ``preln``: full pre-LN Transformer blocks, ``H = X + SA(LN(X))``, ``X_{l+1} = H + MLP(LN(H))``.
 
@@ -14,28 +16,44 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-ARCHITECTURES = ("attention", "attention_skip", "preln")
-VARIANTS = ("softmax", "dagpam", "diff", "cog", "coda", "sigmoid")
+from gpam.functional import VARIANTS
+
+ARCHITECTURES = ("attention", "attention_norm", "attention_skip", "preln")
 
 
 @dataclass(frozen=True)
 class VariantSpec:
-    """One attention setting: variant name plus daGPAM's lambdas (``None`` for other variants)."""
+    """One attention setting: variant name plus daGPAM's lambdas (``None`` for other variants).
+
+    ``neg_query`` and ``neg_init`` go to ``gpam.MultiheadAttention`` for daGPAM
+    (``neg_init=None``: the layer's default); they are ignored by the other variants.
+    """
 
     variant: str
     lam_neg: float | None = None
     lam_pos: float | None = None
     affine: bool = True
+    neg_query: str = "linear"
+    neg_init: str | None = None
 
     def label(self) -> str:
-        """Short human label, e.g. ``dagpam lam_neg=1`` or ``dagpam lam_pos=2,lam_neg=1``."""
+        """Short human label, e.g. ``dagpam lam_neg=1`` or ``dagpam lam_pos=2,lam_neg=1``.
+
+        A non-default negative query or initialisation is appended, e.g.
+        ``dagpam lam_neg=1 negate`` or ``dagpam lam_neg=1 linear/neg_identity``.
+        """
         if self.variant != "dagpam":
             return self.variant
         if self.affine:
-            return f"dagpam lam_neg={self.lam_neg:g}"
-        return f"dagpam lam_pos={self.lam_pos:g},lam_neg={self.lam_neg:g}"
+            text = f"dagpam lam_neg={self.lam_neg:g}"
+        else:
+            text = f"dagpam lam_pos={self.lam_pos:g},lam_neg={self.lam_neg:g}"
+        if self.neg_init not in (None, "orthogonal"):
+            return f"{text} {self.neg_query}/{self.neg_init}"
+        return text if self.neg_query == "linear" else f"{text} {self.neg_query}"
 
     def effective_lam_pos(self) -> float | None:
         """``lam_pos`` as used: ``1 + lam_neg`` in the affine form."""
@@ -49,6 +67,10 @@ def check_spec(spec: VariantSpec) -> None:
     if spec.variant not in VARIANTS:
         raise ValueError(f"variants: unknown variant {spec.variant!r}; expected one of {VARIANTS}")
     if spec.variant == "dagpam":
+        from gpam.nn.multihead import NEG_QUERIES
+
+        if spec.neg_query not in NEG_QUERIES:
+            raise ValueError(f"neg_query must be one of {NEG_QUERIES}, got {spec.neg_query!r}")
         if spec.lam_neg is None or not spec.lam_neg >= 0:
             raise ValueError(f"lam_neg must be a number >= 0, got {spec.lam_neg!r}")
         if not spec.affine and (spec.lam_pos is None or not spec.lam_pos >= 0):
@@ -73,6 +95,9 @@ def make_attention(
     kwargs: dict = {"attention": spec.variant, "bias": bias, "layer_idx": layer_idx, "dtype": dtype}
     if spec.variant == "dagpam":
         kwargs["lam_neg"] = float(spec.lam_neg)
+        kwargs["neg_query"] = spec.neg_query
+        if spec.neg_init is not None:
+            kwargs["neg_init"] = spec.neg_init
         if not spec.affine:
             kwargs["affine"] = False
             kwargs["lam_pos"] = float(spec.lam_pos)
@@ -95,9 +120,19 @@ class Block(nn.Module):
                 nn.Linear(4 * width, width, dtype=dtype),
             )
 
+    def attention_input(self, x: Tensor) -> Tensor:
+        """What this layer's attention reads: ``x``, ``rmsnorm(x)`` or ``LN(x)``; (B, n, d)."""
+        if self.architecture == "attention_norm":
+            return F.rms_norm(x, (x.shape[-1],))
+        if self.architecture == "preln":
+            return self.ln1(x)
+        return x
+
     def forward(self, x: Tensor, is_causal: bool = False) -> Tensor:
         if self.architecture == "attention":
             return self.attn(x, is_causal=is_causal)
+        if self.architecture == "attention_norm":
+            return self.attn(self.attention_input(x), is_causal=is_causal)
         if self.architecture == "attention_skip":
             return x + self.attn(x, is_causal=is_causal)
         h = x + self.attn(self.ln1(x), is_causal=is_causal)

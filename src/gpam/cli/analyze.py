@@ -1,9 +1,10 @@
-"""`gpam analyze rank-collapse | faithfulness | gradients`: argparse only, one library call each."""
+"""`gpam analyze rank-collapse | faithfulness | gradients | phase`: argparse, one call each."""
 
 from __future__ import annotations
 
 import argparse
 
+from gpam.analysis.stacks import ARCHITECTURES
 from gpam.cli._common import (
     add_out,
     add_seed,
@@ -13,8 +14,10 @@ from gpam.cli._common import (
     non_negative_float,
     positive_int,
 )
+from gpam.functional import VARIANTS
+from gpam.nn.multihead import NEG_INITS, NEG_QUERIES
 
-ARCHITECTURES = ("attention", "attention_skip", "preln")
+STACK_ARCHITECTURES = ("attention", "attention_skip", "preln")  # rank-collapse's default
 
 
 def _positive_float(text: str) -> float:
@@ -33,7 +36,24 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_stack_options(p: argparse.ArgumentParser) -> None:
+def _add_neg_query(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--neg-query",
+        choices=NEG_QUERIES,
+        default="linear",
+        help="daGPAM's negative query: linear (W Q_pos, default), full (own projection), "
+        "negate (-Q_pos), relu_linear (ReLU(Q_pos) W)",
+    )
+    p.add_argument(
+        "--neg-init",
+        choices=NEG_INITS,
+        default=None,
+        help="initialisation of daGPAM's negative query map: orthogonal (the layer's default) "
+        "or neg_identity (starts as Q_neg = -Q_pos)",
+    )
+
+
+def _add_stack_options(p: argparse.ArgumentParser, trials: int = 8, batch: int = 4) -> None:
     p.add_argument("--depth", type=positive_int, default=12, help="layers per stack (default: 12)")
     p.add_argument("--length", type=positive_int, default=32, help="tokens per input (default: 32)")
     p.add_argument("--width", type=positive_int, default=64, help="model width d (default: 64)")
@@ -41,11 +61,15 @@ def _add_stack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--trials",
         type=positive_int,
-        default=8,
-        help="independent draws of weights and inputs; mean and std are over these (default: 8)",
+        default=trials,
+        help="independent draws of weights and inputs; mean and std are over these "
+        f"(default: {trials})",
     )
     p.add_argument(
-        "--batch", type=positive_int, default=4, help="inputs per trial, averaged (default: 4)"
+        "--batch",
+        type=positive_int,
+        default=batch,
+        help=f"inputs per trial, averaged (default: {batch})",
     )
     p.add_argument(
         "--dtype",
@@ -83,8 +107,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     rc.add_argument(
         "--variants",
         type=comma_list,
-        default=["softmax", "dagpam", "diff", "cog", "coda", "sigmoid"],
-        help="comma-separated variants (default: softmax,dagpam,diff,cog,coda,sigmoid)",
+        default=list(VARIANTS),
+        help=f"comma-separated variants (default: {','.join(VARIANTS)})",
     )
     rc.add_argument(
         "--lam-neg",
@@ -95,8 +119,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     rc.add_argument(
         "--architectures",
         type=comma_list,
-        default=list(ARCHITECTURES),
-        help="comma-separated from attention (pure), attention_skip, preln (default: all three)",
+        default=list(STACK_ARCHITECTURES),
+        help="comma-separated from attention (pure), attention_norm (SA(rmsnorm(X)), no skip), "
+        "attention_skip, preln (default: attention,attention_skip,preln)",
     )
     rc.add_argument(
         "--checkpoint",
@@ -104,6 +129,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="folder of a trained model (gpam.models.save_pretrained): measure its own layers "
         "as pure-attention, skip and full-block stacks instead of freshly initialised ones",
     )
+    _add_neg_query(rc)
     _add_stack_options(rc)
     add_out(rc)
     rc.set_defaults(func=_rank_collapse)
@@ -138,6 +164,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="attention",
         help="stack architecture (default: attention, i.e. pure attention)",
     )
+    _add_neg_query(fa)
     _add_stack_options(fa)
     add_out(fa)
     fa.set_defaults(func=_faithfulness)
@@ -153,8 +180,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     gr.add_argument(
         "--variants",
         type=comma_list,
-        default=["softmax", "dagpam", "diff", "cog", "coda", "sigmoid"],
-        help="comma-separated variants (default: softmax,dagpam,diff,cog,coda,sigmoid)",
+        default=list(GRADIENT_VARIANTS),
+        help=f"comma-separated variants (default: {','.join(GRADIENT_VARIANTS)})",
     )
     gr.add_argument(
         "--lam-neg",
@@ -179,10 +206,100 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=1.0,
         help="gamma in Dong et al.'s bound; its exact definition is unconfirmed (default: 1)",
     )
+    _add_neg_query(gr)
     add_seed(gr)
     _add_threads(gr)
     add_out(gr)
     gr.set_defaults(func=_gradients)
+    _register_phase(asub)
+
+
+def _register_phase(asub: argparse._SubParsersAction) -> None:
+    from gpam.analysis.phase import default_neg_queries, default_qk_gains
+
+    ph = asub.add_parser(
+        "phase",
+        help="rank collapse vs a saturating map across the logit scale (the paper's dilemma)",
+        description="Fresh attention stacks with W_Q, W_K multiplied by each qk gain and W_V, W_O "
+        "by each vo gain: final residual, logit-Jacobian norm relative to a uniform row, Lemma "
+        "1's region quantity, and per setting the critical gain (smallest qk gain whose final "
+        "residual is >= the threshold). With --checkpoint: a trained model's own layers.",
+    )
+    ph.add_argument(
+        "--variants",
+        type=comma_list,
+        default=list(VARIANTS),
+        help=f"comma-separated variants (default: {','.join(VARIANTS)})",
+    )
+    ph.add_argument(
+        "--lam-neg",
+        type=comma_floats,
+        default=[0.5, 1.0, 2.0],
+        help="daGPAM lam_neg values, affine form (default: 0.5,1,2)",
+    )
+    ph.add_argument(
+        "--neg-query",
+        type=comma_list,
+        default=default_neg_queries(),
+        help=f"comma-separated daGPAM negative queries from {','.join(NEG_QUERIES)} "
+        f"(default: {','.join(default_neg_queries())})",
+    )
+    ph.add_argument(
+        "--neg-init",
+        type=comma_list,
+        default=None,
+        help=f"comma-separated initialisations of the negative query from {','.join(NEG_INITS)} "
+        "(default: the layer's own, orthogonal)",
+    )
+    ph.add_argument(
+        "--architectures",
+        type=comma_list,
+        default=["attention_norm"],
+        help=f"comma-separated from {','.join(ARCHITECTURES)} (default: attention_norm, i.e. "
+        "X_{l+1} = SA(rmsnorm(X_l)) without affine, skip or MLP)",
+    )
+    ph.add_argument(
+        "--qk-gains",
+        type=comma_floats,
+        default=default_qk_gains(),
+        help="increasing gains multiplying W_Q, W_K and a separate negative-query projection "
+        "(default: 2^(k/2) from 0.5 to 16)",
+    )
+    ph.add_argument(
+        "--vo-gains",
+        type=comma_floats,
+        default=[1.0],
+        help="increasing gains multiplying W_V and W_O; several give heat maps (default: 1)",
+    )
+    ph.add_argument(
+        "--threshold",
+        type=_positive_float,
+        default=0.5,
+        help="final residual that counts as out of collapse, in (0, 1) (default: 0.5)",
+    )
+    ph.add_argument(
+        "--gamma",
+        type=_positive_float,
+        default=1.0,
+        help="gamma in Lemma 1's region quantity; its exact value is an assumption (default: 1)",
+    )
+    ph.add_argument(
+        "--checkpoint",
+        default=None,
+        help="folder of a trained model (gpam compare --save-models, gpam train): measure its "
+        "own layers (logit scale vs the same model re-initialised, Jacobian, region quantity, "
+        "residual of its attention stack) instead of the gain grid",
+    )
+    _add_stack_options(ph, trials=3, batch=2)
+    add_out(ph)
+    ph.set_defaults(func=_phase)
+
+
+from gpam.analysis.explicit import EXPLICIT_VARIANTS as GRADIENT_VARIANTS  # noqa: E402
+
+
+def _neg_kwargs(args: argparse.Namespace) -> dict:
+    return {"neg_query": args.neg_query, "neg_init": args.neg_init}
 
 
 def _stack_kwargs(args: argparse.Namespace) -> dict:
@@ -201,6 +318,7 @@ def _rank_collapse(args: argparse.Namespace) -> int:
         lam_neg=args.lam_neg,
         architectures=args.architectures,
         checkpoint=args.checkpoint,
+        **_neg_kwargs(args),
         **_stack_kwargs(args),
     )
     print(f"wrote {out}/rank_collapse.json, plots and report.md")
@@ -217,6 +335,7 @@ def _faithfulness(args: argparse.Namespace) -> int:
         lam_pos_values=args.lam_pos_values,
         fixed_lam_neg=args.fixed_lam_neg,
         architecture=args.architecture,
+        **_neg_kwargs(args),
         **_stack_kwargs(args),
     )
     print(f"wrote {out}/faithfulness.json, plots and report.md")
@@ -229,6 +348,35 @@ def _gradients(args: argparse.Namespace) -> int:
     out = args.out or default_out("gpam-gradients")
     names = ("variants", "lam_neg", "steps", "batch", "n_tokens", "vocab", "width", "heads")
     names += ("layers", "lr", "record_every", "gamma", "seed", "threads")
-    run_gradients(out, **{n: getattr(args, n) for n in names})
+    run_gradients(out, **_neg_kwargs(args), **{n: getattr(args, n) for n in names})
     print(f"wrote {out}/gradients.json, plots and report.md")
+    return 0
+
+
+def _phase(args: argparse.Namespace) -> int:
+    import time
+
+    from gpam.analysis import run_phase
+
+    out = args.out or default_out("gpam-phase")
+    start = time.perf_counter()
+    if args.checkpoint is not None:
+        names = ("length", "trials", "batch", "seed", "dtype", "gamma", "threads")
+        run_phase(out, checkpoint=args.checkpoint, **{n: getattr(args, n) for n in names})
+        print(f"wrote {out}/phase_checkpoint.json and report.md")
+        return 0
+    run_phase(
+        out,
+        variants=args.variants,
+        lam_neg=args.lam_neg,
+        neg_query=args.neg_query,
+        neg_init=args.neg_init or [None],
+        architectures=args.architectures,
+        qk_gains=args.qk_gains,
+        vo_gains=args.vo_gains,
+        threshold=args.threshold,
+        gamma=args.gamma,
+        **_stack_kwargs(args),
+    )
+    print(f"wrote {out}/phase.json, plots and report.md ({time.perf_counter() - start:.0f} s)")
     return 0
