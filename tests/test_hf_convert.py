@@ -303,3 +303,82 @@ def test_import_is_lazy() -> None:
         "assert ('transformers' in sys.modules) == before, 'gpam.hf imported transformers'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# ------------------------------------------------------- per-token lambda, new negative queries
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "bert"])
+def test_token_lambda_lam0_is_exact_and_learns(family, batch) -> None:
+    """lambda_mode='token' with lam_neg=0 starts equal to the pretrained model, and both the
+    lambda map's weight and bias get gradients from that exact-0 start."""
+    ids, mask = batch
+    model = FAMILIES[family]().eval()
+    ref = model(ids, attention_mask=mask).logits
+    conv = gh.convert(copy.deepcopy(model), lam_neg=0.0, lambda_mode="token")
+    keep = mask.bool()
+    out = conv(ids, attention_mask=mask).logits
+    assert (out - ref)[keep].abs().max().item() <= 1e-5
+    out.pow(2).mean().backward()
+    for s in _states(conv):
+        assert s.lambda_mode == "token" and s.lambda_proj.weight.dtype == torch.float32
+        assert s.lambda_proj.bias.grad.abs().sum() > 0
+        assert s.lambda_proj.weight.grad.abs().sum() > 0
+    with torch.no_grad():  # a lambda that varies per token really changes the outputs
+        for s in _states(conv):
+            s.lambda_proj.weight.normal_(0.0, 0.5)
+    assert (conv(ids, attention_mask=mask).logits - ref)[keep].abs().max().item() > 1e-4
+
+
+def test_token_lambda_cached_decoding_and_save_load(tmp_path) -> None:
+    model = gh.convert(_llama().eval(), lam_neg=0.3, lambda_mode="token", neg_query="relu_linear")
+    with torch.no_grad():
+        for s in _states(model):
+            s.lambda_proj.weight.normal_(0.0, 0.3)
+    ids = torch.randint(3, V, (2, 9))
+    full = model(ids).logits
+    o = model(ids[:, :5], use_cache=True)
+    steps, past = [o.logits], o.past_key_values
+    for t in range(5, 9):
+        o = model(ids[:, t : t + 1], past_key_values=past, use_cache=True)
+        steps.append(o.logits)
+        past = o.past_key_values
+    assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
+    model.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())["gpam"]
+    assert cfg["lambda_mode"] == "token" and cfg["neg_query"] == "relu_linear"
+    loaded = gh.load_converted(tmp_path).eval()
+    assert torch.allclose(loaded(ids).logits, full, atol=1e-6)
+
+
+@pytest.mark.parametrize("neg_query", ["linear", "full"])
+def test_neg_identity_negates_the_query(neg_query) -> None:
+    model = gh.convert(_gpt2().eval(), lam_neg=0.5, neg_query=neg_query, neg_init="neg_identity")
+    state = _states(model)[0]
+    q = torch.randn(1, 4, 5, 8)
+    hidden = torch.randn(1, 5, 32)
+    if neg_query == "linear":
+        torch.testing.assert_close(state.negative_query(q), -q)
+    else:
+        w, b = _gpt2_query_proj(model)
+        q_pos = (hidden @ w.T + b).view(1, 5, 4, 8).transpose(1, 2)
+        torch.testing.assert_close(state.negative_query(q_pos, hidden), -q_pos)
+
+
+def _gpt2_query_proj(model):  # the query part of the first layer's fused projection
+    attn = model.transformer.h[0].attn
+    e = attn.embed_dim
+    return attn.c_attn.weight[:, :e].t().detach(), attn.c_attn.bias[:e].detach()
+
+
+def test_diff2_and_centered_conversion(batch) -> None:
+    ids, mask = batch
+    model = _gpt2().eval()
+    with pytest.raises(ValueError, match="diff2.*cannot convert a pretrained model exactly"):
+        gh.convert(copy.deepcopy(model), attention="diff2")
+    out = gh.convert(copy.deepcopy(model), attention="centered")(ids, attention_mask=mask).logits
+    assert torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="lambda_mode"):
+        gh.convert(copy.deepcopy(model), lambda_mode="layer")
+    with pytest.raises(ValueError, match="neg_init"):
+        gh.convert(copy.deepcopy(model), neg_init="eye")

@@ -74,7 +74,7 @@ def gpam_attention_forward(
     }
     if state.attention == "dagpam":
         q_neg = state.negative_query(query, ctx.get("hidden"), ctx.get("rope"))
-        lam = state.lam_neg().to(query.dtype)
+        lam = state.lam_neg(ctx.get("hidden")).to(query.dtype)
         res = gf.dagpam_attention(query, q_neg, key, value, lam_neg=lam, **common)
     else:
         res = gf.attention(state.attention, query, key, value, **common)
@@ -105,7 +105,7 @@ def _stash_inputs(module: nn.Module, args: tuple, kwargs: dict) -> None:
     """Forward pre-hook: keep the layer input / rotary (cos, sin) for the negative query."""
     state = module.gpam
     ctx: dict[str, Any] = {}
-    if state.neg_query == "full":
+    if state.neg_query == "full" or state.lambda_mode == "token":
         ctx["hidden"] = args[0] if args else kwargs.get("hidden_states")
     if getattr(module, "_gpam_rotary", False):
         rope = kwargs.get("position_embeddings")
@@ -123,10 +123,12 @@ def _clear_inputs(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> 
 
 
 def attach_hooks(module: nn.Module, rotary: bool) -> None:
-    """Register the pre/post hooks a layer needs (only when the negative query needs inputs)."""
+    """Register the pre/post hooks a layer needs (when the negative query or a per-token lambda
+    needs the layer's inputs)."""
     module._gpam_rotary = rotary
     state = module.gpam
-    if state.attention == "dagpam" and (rotary or state.neg_query == "full"):
+    needs_input = rotary or state.neg_query == "full" or state.lambda_mode == "token"
+    if state.attention == "dagpam" and needs_input:
         module.register_forward_pre_hook(_stash_inputs, with_kwargs=True)
         module.register_forward_hook(_clear_inputs, with_kwargs=True)
 

@@ -17,7 +17,7 @@ from gpam.functional.registry import HF_CONVERTIBLE
 from gpam.hf._compat import require_transformers
 from gpam.hf.attention import ATTN_IMPLEMENTATION, attach_hooks, register
 from gpam.hf.families import SUPPORTED_MODEL_TYPES, attention_layers, family_of
-from gpam.hf.params import NEG_QUERIES, GpamAttentionState
+from gpam.hf.params import LAMBDA_MODES, NEG_INITS, NEG_QUERIES, GpamAttentionState
 
 #: variants ``convert`` can route a pretrained layer through (from ``gpam.functional.registry``;
 #: ``diff`` needs half-width sub-heads and ``diff2`` cannot start equal to the pretrained model,
@@ -27,7 +27,12 @@ CONFIG_KEY = "gpam"
 
 
 def _check_args(
-    attention: object, lam_neg: object, learnable_lambda: object, neg_query: object
+    attention: object,
+    lam_neg: object,
+    learnable_lambda: object,
+    neg_query: object,
+    lambda_mode: object = None,
+    neg_init: object = "orthogonal",
 ) -> None:
     if attention == "diff":
         raise ValueError(
@@ -53,6 +58,12 @@ def _check_args(
         raise TypeError(f"learnable_lambda must be a bool, got {type(learnable_lambda).__name__}")
     if neg_query not in NEG_QUERIES:
         raise ValueError(f"neg_query must be one of {', '.join(NEG_QUERIES)}; got {neg_query!r}")
+    if lambda_mode is not None and lambda_mode not in LAMBDA_MODES:
+        raise ValueError(
+            f"lambda_mode must be None or one of {', '.join(LAMBDA_MODES)}; got {lambda_mode!r}"
+        )
+    if neg_init not in NEG_INITS:
+        raise ValueError(f"neg_init must be one of {', '.join(NEG_INITS)}; got {neg_init!r}")
 
 
 def _choose(found: list[tuple[str, nn.Module]], layers: Iterable[int] | None) -> list[int]:
@@ -83,24 +94,35 @@ def convert(
     learnable_lambda: bool = True,
     neg_query: str = "linear",
     layers: Iterable[int] | None = None,
+    lambda_mode: str | None = None,
+    neg_init: str = "orthogonal",
 ) -> nn.Module:
     """Route the attention of a loaded transformers model through gpam, in place; returns it.
 
     Each chosen self-attention layer (``layers``: indices in model order, None = all) gets a
     :class:`~gpam.hf.params.GpamAttentionState` child named ``gpam`` holding the per-head
     ``lam_neg`` (learnable, kept >= 0, or fixed) and the negative-query map (``neg_query``:
-    ``"linear"``, ``"full"`` or ``"negate"``); the model's attention implementation becomes
+    ``"linear"``, ``"full"``, ``"negate"`` or ``"relu_linear"``; ``neg_init="neg_identity"``
+    starts the map at -I instead of random orthogonal). ``lambda_mode`` overrides
+    ``learnable_lambda`` when given: ``"fixed"``, ``"head"`` (= ``learnable_lambda=True``) or
+    ``"token"`` (a per-token ``lam_neg(x) = max(x A^T + c, 0)`` of the layer input, A = 0 and
+    c = ``lam_neg`` at start: exact at start with ``lam_neg=0``). The model's attention
+    implementation becomes
     ``"gpam"`` (registered with ``transformers.AttentionInterface`` and ``AttentionMaskInterface``).
     With ``attention="dagpam", lam_neg=0`` the outputs equal the original model's.
     ``attention`` may also be ``"softmax"`` (same function, computed by gpam) or ``"cog"``,
-    ``"coda"``, ``"sigmoid"`` (no new parameters; outputs change, fine-tune afterwards).
+    ``"coda"``, ``"sigmoid"``, ``"centered"`` (no new parameters; outputs change, fine-tune
+    afterwards). ``"diff2"`` and ``"diff"`` are refused: neither can start equal to the
+    pretrained layer (see the error message and docs/huggingface.md).
     The settings are stored in ``model.config.gpam`` so :func:`load_converted` can rebuild it.
     Supported model types: see :data:`gpam.hf.SUPPORTED_MODEL_TYPES`.
     """
     transformers = require_transformers()
     if not isinstance(model, transformers.PreTrainedModel):
         raise TypeError(f"model must be a transformers PreTrainedModel, got {type(model).__name__}")
-    _check_args(attention, lam_neg, learnable_lambda, neg_query)
+    _check_args(attention, lam_neg, learnable_lambda, neg_query, lambda_mode, neg_init)
+    if lambda_mode is None:
+        lambda_mode = "head" if learnable_lambda else "fixed"
     if is_converted(model):
         raise ValueError("model is already converted by gpam.hf.convert")
     fam = family_of(model)
@@ -116,6 +138,8 @@ def convert(
             learnable_lambda=learnable_lambda,
             neg_query=neg_query,
             query_proj=fam.query_proj(module),
+            lambda_mode=lambda_mode,
+            neg_init=neg_init,
         )
         module.add_module("gpam", state)
         attach_hooks(module, fam.rotary)
@@ -131,8 +155,10 @@ def convert(
         {
             "attention": attention,
             "lam_neg": float(lam_neg),
-            "learnable_lambda": learnable_lambda,
+            "learnable_lambda": lambda_mode == "head",
             "neg_query": neg_query,
+            "lambda_mode": lambda_mode,
+            "neg_init": neg_init,
             "layers": chosen if layers is not None else None,
             "family": fam.name,
         },
@@ -146,9 +172,17 @@ def gpam_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 
 def lambdas(model: nn.Module) -> dict[str, list[float]]:
-    """Current per-head ``lam_neg`` of every converted daGPAM layer, by module name."""
+    """Current per-head ``lam_neg`` of every converted daGPAM layer, by module name.
+
+    For ``lambda_mode="token"`` layers: the value for a zero input, ``max(c, 0)`` per head.
+    """
+
+    def per_head(m: GpamAttentionState) -> list[float]:
+        lam = m.lambda_proj.bias.clamp_min(0.0) if m.lambda_mode == "token" else m.lam_neg()
+        return lam.detach().float().cpu().tolist()
+
     return {
-        name.removesuffix(".gpam"): m.lam_neg().detach().float().cpu().tolist()
+        name.removesuffix(".gpam"): per_head(m)
         for name, m in model.named_modules()
         if isinstance(m, GpamAttentionState) and m.attention == "dagpam"
     }
@@ -210,6 +244,9 @@ def load_converted(
     with _quiet_transformers():
         model = model_class.from_pretrained(path, **from_pretrained_kwargs)
     kwargs = {k: settings[k] for k in ("attention", "lam_neg", "learnable_lambda", "neg_query")}
+    # settings written before lambda_mode / neg_init existed: their defaults
+    kwargs["lambda_mode"] = settings.get("lambda_mode")
+    kwargs["neg_init"] = settings.get("neg_init", "orthogonal")
     model = convert(model, layers=settings.get("layers"), **kwargs)
     wanted = {
         name: t

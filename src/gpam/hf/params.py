@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-NEG_QUERIES: tuple[str, ...] = ("linear", "full", "negate")
+from gpam.nn.multihead import LAMBDA_MODES, NEG_INITS, NEG_QUERIES
+
+__all__ = ["LAMBDA_MODES", "NEG_INITS", "NEG_QUERIES", "GpamAttentionState"]
 
 
 def rotate_half(x: Tensor) -> Tensor:
@@ -36,7 +38,11 @@ class GpamAttentionState(nn.Module):
     (``neg_query``): ``"linear"``: ``Q_neg[h] = Q_pos[h] @ W[h]``, ``W (H, D, D)`` initialised to
     random orthogonal matrices (as ``gpam.MultiheadAttention``); ``"full"``: its own projection
     ``(E -> H*D)`` of the layer input, initialised to the pretrained query projection followed by
-    the same kind of orthogonal map; ``"negate"``: ``Q_neg = -Q_pos`` (no parameters). With rotary
+    the same kind of orthogonal map; ``"negate"``: ``Q_neg = -Q_pos`` (no parameters);
+    ``"relu_linear"``: ``ReLU(Q_pos[h]) @ W[h]``. ``neg_init="neg_identity"`` starts W at -I
+    (``"full"``: minus the pretrained query projection). ``lambda_mode="token"``: ``lam_neg`` per
+    token, ``max(x A^T + c, 0)`` (same clamp) from the layer input x, A = 0 and c = ``lam_neg``
+    at start (float32, like the per-head lambda), so a converted model starts exact. With rotary
     positions the map acts on the query before rotation; ``Q_neg`` is then rotated as ``Q_pos``.
     """
 
@@ -50,10 +56,15 @@ class GpamAttentionState(nn.Module):
         learnable_lambda: bool = True,
         neg_query: str = "linear",
         query_proj: tuple[Tensor, Tensor | None] | None = None,
+        lambda_mode: str | None = None,
+        neg_init: str = "orthogonal",
     ) -> None:
         super().__init__()
         self.attention, self.num_heads, self.head_dim = attention, num_heads, head_dim
-        self.neg_query, self.learnable_lambda = neg_query, learnable_lambda
+        if lambda_mode is None:
+            lambda_mode = "head" if learnable_lambda else "fixed"
+        self.neg_query, self.neg_init, self.lambda_mode = neg_query, neg_init, lambda_mode
+        self.learnable_lambda = lambda_mode == "head"
         if attention != "dagpam":
             return
         ref = query_proj[0] if query_proj is not None else torch.empty(0)
@@ -63,16 +74,26 @@ class GpamAttentionState(nn.Module):
         # gradient steps away), it is cast to the activations' dtype where it is used.
         init = {"device": ref.device, "dtype": torch.float32}
         lam = torch.full((num_heads,), float(lam_neg), **init)
-        if learnable_lambda:
+        if lambda_mode == "head":
             self.lam_neg_param = nn.Parameter(lam)
+        elif lambda_mode == "token":
+            if query_proj is None:
+                raise ValueError("query_proj is required for lambda_mode='token'")
+            self.lambda_proj = nn.Linear(ref.shape[1], num_heads, **init)
+            with torch.no_grad():
+                self.lambda_proj.weight.zero_()
+                self.lambda_proj.bias.copy_(lam)
         else:
             self.register_buffer("lam_neg_value", lam)
         if neg_query == "negate":
             return
         rot = torch.empty(num_heads, head_dim, head_dim, **init)
-        for h in range(num_heads):
-            nn.init.orthogonal_(rot[h])
-        if neg_query == "linear":
+        if neg_init == "neg_identity":
+            rot.copy_(-torch.eye(head_dim, **init).expand_as(rot))
+        else:
+            for h in range(num_heads):
+                nn.init.orthogonal_(rot[h])
+        if neg_query in ("linear", "relu_linear"):
             self.neg_weight = nn.Parameter(rot.to(dtype))
             return
         if query_proj is None:
@@ -91,14 +112,21 @@ class GpamAttentionState(nn.Module):
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         """``nn.Module._apply``; ``lam_neg`` stays float32 under ``.to(dtype)`` / ``.half()``."""
         super()._apply(fn, recurse)
-        for name in ("lam_neg_param", "lam_neg_value"):
-            t = getattr(self, name, None)
+        proj = getattr(self, "lambda_proj", None)
+        extra = [] if proj is None else [proj.weight, proj.bias]
+        for t in [getattr(self, n, None) for n in ("lam_neg_param", "lam_neg_value")] + extra:
             if t is not None and t.is_floating_point() and t.dtype != torch.float32:
                 t.data = t.data.float()
         return self
 
-    def lam_neg(self) -> Tensor:
-        """Per-head ``lam_neg`` (H,), >= 0 in the forward pass."""
+    def lam_neg(self, hidden: Tensor | None = None) -> Tensor:
+        """``lam_neg`` >= 0 in the forward pass: per head (H,), or per token (B, H, T, 1) from
+        the layer input ``hidden`` (B, T, E) with ``lambda_mode="token"``."""
+        if self.lambda_mode == "token":
+            if hidden is None:
+                raise RuntimeError("gpam: lambda_mode='token' did not receive the layer input")
+            raw = self.lambda_proj(hidden.float()).transpose(1, 2).unsqueeze(-1)
+            return raw + (raw.clamp_min(0.0) - raw).detach()
         if self.learnable_lambda:
             raw = self.lam_neg_param
             return raw + (raw.clamp_min(0.0) - raw).detach()
@@ -122,11 +150,14 @@ class GpamAttentionState(nn.Module):
             q_neg = q_neg.transpose(1, 2)
             return apply_rope(q_neg, *rope) if rope is not None else q_neg
         base = unapply_rope(q, *rope) if rope is not None else q
+        if self.neg_query == "relu_linear":
+            base = torch.relu(base)
         q_neg = torch.einsum("bhld,hde->bhle", base, self.neg_weight)
         return apply_rope(q_neg, *rope) if rope is not None else q_neg
 
     def extra_repr(self) -> str:
         s = f"attention={self.attention!r}, num_heads={self.num_heads}, head_dim={self.head_dim}"
         if self.attention == "dagpam":
-            s += f", neg_query={self.neg_query!r}, learnable_lambda={self.learnable_lambda}"
+            s += f", neg_query={self.neg_query!r}, neg_init={self.neg_init!r}"
+            s += f", lambda_mode={self.lambda_mode!r}"
         return s
