@@ -13,9 +13,11 @@ layer's own queries and keys; nothing here re-implements a variant.
 Jacobians per variant (``J`` the Jacobian of one row of the map w.r.t. that row's logits):
 
 * softmax, and ``centered`` (softmax minus a constant, so the same logit Jacobian): closed form
-  ``||J||_F^2 = sum p^2 - 2 sum p^3 + (sum p^2)^2`` for ``J = diag(p) - p p^T``;
+  ``||J||_F^2 = sum p^2 - 2 sum p^3 + (sum p^2)^2`` for ``J = diag(p) - p p^T`` (evaluated
+  without cancellation, see :func:`softmax_jacobian_fro`);
 * daGPAM: ``sqrt(lam_pos^2 ||J+||^2 + lam_neg^2 ||J-||^2)`` (its two maps have separate logits);
-* diff: the same with ``(1, lambda)`` over its two sub-head maps;
+* diff: the same with ``(1, lambda)`` over its two sub-head maps; diff2 likewise with its
+  per-token lambda over the query-head pairs;
 * cog (``sign(S) softmax(|S|)``): flipping the signs of rows and columns of ``J`` keeps its
   Frobenius norm, so it is the softmax formula on ``|W|`` (almost everywhere);
 * sigmoid (elementwise): ``sqrt(sum w^2 (1 - w)^2)``;
@@ -42,16 +44,25 @@ JACOBIAN_NOTES = {
     "centered": "closed form of softmax (a constant shift of the map)",
     "dagpam": "sqrt(lam_pos^2 |J+|^2 + lam_neg^2 |J-|^2), closed forms",
     "diff": "sqrt(|J1|^2 + lambda^2 |J2|^2), closed forms",
+    "diff2": "sqrt(|J+|^2 + lambda^2 |J-|^2) with its per-token lambda, closed forms",
     "cog": "softmax closed form on |W| (sign flips keep the Frobenius norm)",
     "sigmoid": "elementwise closed form sqrt(sum w^2 (1-w)^2)",
 }
 
 
 def softmax_jacobian_fro(p: Tensor) -> Tensor:
-    """``||diag(p) - p p^T||_F`` per row of probabilities ``p`` (..., n) -> (...)."""
-    s2 = (p * p).sum(-1)
-    s3 = (p * p * p).sum(-1)
-    return (s2 - 2.0 * s3 + s2 * s2).clamp_min(0.0).sqrt()
+    """``||diag(p) - p p^T||_F`` per row of probabilities ``p`` (..., n) -> (...).
+
+    Equal to ``sqrt(sum p^2 - 2 sum p^3 + (sum p^2)^2)``, evaluated without cancellation (a
+    saturated row has a Jacobian far below 1): ``sum_i p_i^2 o_i^2 + 2 sum_{i<j} p_i^2 p_j^2``
+    with ``o_i = sum_{j != i} p_j``, every term a sum of non-negative numbers.
+    """
+    before = p.cumsum(-1) - p  # sum_{j<i} p_j
+    after = p.flip(-1).cumsum(-1).flip(-1) - p  # sum_{j>i} p_j
+    a = p * p
+    diag = (a * (before + after) ** 2).sum(-1)
+    cross = (a * (a.cumsum(-1) - a)).sum(-1)
+    return (diag + 2.0 * cross).sqrt()
 
 
 def uniform_jacobian_fro(n: int) -> float:
@@ -69,11 +80,12 @@ def queries_keys(
 ) -> tuple[Tensor, Tensor | None, Tensor, float | None]:
     """``(q, q_neg, k, scale)`` of a self-attention layer on x (B, L, E), as its forward makes them.
 
-    q, q_neg: (B, H, L, head_dim) (``q_neg`` None unless daGPAM); k (B, H, L, head_dim) with
-    grouped key heads repeated; ``scale`` the layer's ``attn_kwargs`` scale (None: default).
+    q, q_neg: (B, H, L, head_dim) (``q_neg`` None unless daGPAM; diff2's q has 2H heads, the
+    pairs (2i, 2i+1)); k (B, H, L, head_dim) with grouped key heads repeated; ``scale`` the
+    layer's ``attn_kwargs`` scale (None: default).
     """
     h = mha.num_heads
-    q = _heads(mha.q_proj(x), h)
+    q = _heads(mha.q_proj(x), 2 * h if mha.attention == "diff2" else h)
     k = _heads(mha.k_proj(x), mha.kv_heads)
     q_neg = mha.negative_query(x, q) if mha.attention == "dagpam" else None
     if rotary is not None:
@@ -88,9 +100,12 @@ def _softmax_map(q: Tensor, k: Tensor, scale: float | None, causal: bool) -> Ten
     return softmax_attention(q, k, k, scale=scale, is_causal=causal, return_weights=True)[1]
 
 
-def _per_head(lam: float | Tensor) -> float | Tensor:
+def _per_row(lam: float | Tensor) -> float | Tensor:
+    """A lambda as a float, per head (H,) or per token (B, H, L, 1) -> broadcastable to rows."""
     if isinstance(lam, Tensor) and lam.dim() == 1:
         return lam.view(1, -1, 1)
+    if isinstance(lam, Tensor) and lam.dim() == 4:
+        return lam.squeeze(-1)
     return lam
 
 
@@ -125,7 +140,7 @@ def jacobian_rel(
     if variant in ("softmax", "centered"):
         return softmax_jacobian_fro(_softmax_map(q, k, scale, is_causal)) / ref
     if variant == "dagpam":
-        lam_pos, lam_neg = (_per_head(v) for v in mha.lambdas())
+        lam_pos, lam_neg = (_per_row(v) for v in mha.lambdas(x))
         j_pos = softmax_jacobian_fro(_softmax_map(q, k, scale, is_causal))
         j_neg = softmax_jacobian_fro(_softmax_map(q_neg, k, scale, is_causal))
         return (lam_pos**2 * j_pos**2 + lam_neg**2 * j_neg**2).sqrt() / ref
@@ -133,6 +148,11 @@ def jacobian_rel(
         lam = float(mha.diff_lambda())
         j1 = softmax_jacobian_fro(_softmax_map(q[:, 0::2], k[:, 0::2], scale, is_causal))
         j2 = softmax_jacobian_fro(_softmax_map(q[:, 1::2], k[:, 1::2], scale, is_causal))
+        return (j1**2 + lam**2 * j2**2).sqrt() / ref
+    if variant == "diff2":
+        lam = _per_row(mha.diff2_lambda(x))
+        j1 = softmax_jacobian_fro(_softmax_map(q[:, 0::2], k, scale, is_causal))
+        j2 = softmax_jacobian_fro(_softmax_map(q[:, 1::2], k, scale, is_causal))
         return (j1**2 + lam**2 * j2**2).sqrt() / ref
     extra = {n: v for n, v in mha.attn_kwargs.items() if n != "scale"}
     if variant == "cog":
