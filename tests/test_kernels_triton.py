@@ -273,3 +273,20 @@ def test_precision_and_capability_rules():
     assert _precision(torch.bfloat16) is None and _precision(torch.float16) is None
     assert MIN_CAPABILITY >= (8, 0)
     assert not fused_dagpam_available(torch.randn(1, 2, 8, 64))
+
+
+@child_only
+def test_gpu_check_smoke_includes_the_fused_kernel(tmp_path):
+    """benchmarks/gpu_check.py --cpu under the interpreter checks the kernel too (fp32, fp16)."""
+    import json
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    main = runpy.run_path(str(script))["main"]
+    out = tmp_path / "smoke.json"
+    assert main(["--cpu", "--dtypes", "float32,float16", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    fused = [c for c in report["checks"] if c["what"].startswith("dagpam_fused")]
+    assert len(fused) == 12 and all(c["ok"] for c in fused)
+    assert any(t["method"] == "dagpam_fused" for t in report["timings"])

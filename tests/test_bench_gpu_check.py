@@ -1,0 +1,44 @@
+"""benchmarks/gpu_check.py: refuses without a GPU, and its --cpu smoke mode runs every check."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import gpam
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=240
+    )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without GPU")
+def test_refuses_without_gpu(tmp_path):
+    proc = _run("--out", str(tmp_path / "x.json"))
+    assert proc.returncode == 2 and "no CUDA GPU" in proc.stderr
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_cpu_smoke_mode_checks_every_variant(tmp_path):
+    out = tmp_path / "smoke.json"
+    proc = _run("--cpu", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    assert report["failed"] == 0 and report["device"] == "cpu (smoke)"
+    checked = {(c["what"], c["dtype"], c["causal"], c["kv_heads"]) for c in report["checks"]}
+    for name in gpam.VARIANTS:
+        for dtype in ("float32", "bfloat16"):
+            for causal in (False, True):
+                assert (name, dtype, causal, 4) in checked and (name, dtype, causal, 2) in checked
+    assert all(c["output_error_over_tol"] <= 1 for c in report["checks"])
+    timed = {t["method"] for t in report["timings"]}
+    assert {"sdpa", "dagpam_1call", "dagpam_2call", *gpam.VARIANTS} <= timed
