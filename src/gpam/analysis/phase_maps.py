@@ -57,12 +57,17 @@ def softmax_jacobian_fro(p: Tensor) -> Tensor:
     saturated row has a Jacobian far below 1): ``sum_i p_i^2 o_i^2 + 2 sum_{i<j} p_i^2 p_j^2``
     with ``o_i = sum_{j != i} p_j``, every term a sum of non-negative numbers.
     """
-    before = p.cumsum(-1) - p  # sum_{j<i} p_j
-    after = p.flip(-1).cumsum(-1).flip(-1) - p  # sum_{j>i} p_j
+    before = _exclusive_cumsum(p)  # sum_{j<i} p_j
+    after = _exclusive_cumsum(p.flip(-1)).flip(-1)  # sum_{j>i} p_j
     a = p * p
     diag = (a * (before + after) ** 2).sum(-1)
-    cross = (a * (a.cumsum(-1) - a)).sum(-1)
+    cross = (a * _exclusive_cumsum(a)).sum(-1)
     return (diag + 2.0 * cross).sqrt()
+
+
+def _exclusive_cumsum(x: Tensor) -> Tensor:
+    """``out[..., i] = sum_{j<i} x[..., j]`` by shifting, never by subtracting (no cancellation)."""
+    return torch.nn.functional.pad(x[..., :-1], (1, 0)).cumsum(-1)
 
 
 def uniform_jacobian_fro(n: int) -> float:
