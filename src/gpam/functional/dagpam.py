@@ -69,9 +69,9 @@ def dagpam_attention(
     (default) ``lam_pos = 1 + lam_neg`` and every row of W sums to 1 with entries in
     ``[-lam_neg, lam_pos]``; with ``affine=False`` both are free and rows sum to
     ``lam_pos - lam_neg``. ``lam_neg = 0`` is exactly softmax attention.
-    The default path is ``F.scaled_dot_product_attention`` (memory linear in L): on CPU one call
-    with 2H query heads over the shared K/V heads (grouped-query attention, no K/V copy), on
-    other devices two calls. The fused Triton kernel is opt-in only (``GPAM_FUSED=1``; see
+    The default path is ``F.scaled_dot_product_attention`` (memory linear in L), two calls
+    (one call with 2H query heads over the shared K/V heads where ``ONE_CALL_DEVICES`` lists
+    the device type). The fused Triton kernel is opt-in only (``GPAM_FUSED=1``; see
     ``gpam.kernels``): it runs on CUDA when it applies (no mask, dropout or weights) and falls back
     to SDPA with a warning if Triton fails; under ``TRITON_INTERPRET=1`` it also takes CPU inputs.
     ``return_weights=True`` computes and returns the explicit W of shape (B, H, Lq, Lk).
@@ -114,10 +114,12 @@ def dagpam_attention(
     return out if dead is None else out.masked_fill(dead, 0.0)
 
 
-#: device types whose default daGPAM path is one SDPA call over 2H query heads (measured on CPU:
-#: docs/benchmarks.md); elsewhere two calls (CUDA: SDPA's grouped-query support is limited to
-#: some backends, so two plain calls keep every backend available; not measured on a GPU).
-ONE_CALL_DEVICES: frozenset[str] = frozenset({"cpu"})
+#: device types whose default daGPAM path is one SDPA call over 2H query heads; elsewhere two
+#: calls. Empty: on CPU two calls measured as fast or faster (one/two = 1.01 at L=1024 and 1.11
+#: at L=2048, paired medians; docs/benchmarks.md) and one call needs more memory; on CUDA SDPA's
+#: grouped-query support is limited to some backends, so two plain calls keep every backend
+#: (not measured on a GPU: benchmarks/gpu_check.py times both). Add a device type to opt in.
+ONE_CALL_DEVICES: frozenset[str] = frozenset()
 _HAS_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)
 
 
