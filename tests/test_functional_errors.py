@@ -19,16 +19,18 @@ def qkv(b=2, h=2, lq=4, lk=5, d=3, h_kv=None, dtype=torch.float32) -> tuple[Tens
     )
 
 
-SINGLE = ["softmax", "cog", "coda", "sigmoid"]
+SINGLE = ["softmax", "cog", "coda", "sigmoid", "centered"]
 
 
 def call(variant: str, q: Tensor, k: Tensor, v: Tensor, **kw: object):
     if variant == "dagpam":
         return GF.dagpam_attention(q, q.clone(), k, v, **kw)
+    if variant == "diff2":  # each query head doubled: (positive, negative) pairs
+        return GF.diff2_attention(q.repeat_interleave(2, dim=1), k, v, lam=0.5, **kw)
     return getattr(GF, f"{variant}_attention")(q, k, v, **kw)
 
 
-@pytest.mark.parametrize("variant", [*SINGLE, "dagpam"])
+@pytest.mark.parametrize("variant", [*SINGLE, "dagpam", "diff2"])
 def test_wrong_rank(variant: str) -> None:
     q, k, v = qkv()
     with pytest.raises(ValueError, match=r"\bq(_pos)?\b|query"):
@@ -39,7 +41,7 @@ def test_wrong_rank(variant: str) -> None:
         call(variant, q, k, v.unsqueeze(0))
 
 
-@pytest.mark.parametrize("variant", [*SINGLE, "dagpam"])
+@pytest.mark.parametrize("variant", [*SINGLE, "dagpam", "diff2"])
 def test_mismatched_sizes(variant: str) -> None:
     q, k, v = qkv()
     with pytest.raises(ValueError, match=r"head_dim|\bk\b|key"):  # q / k head_dim differ
@@ -62,7 +64,7 @@ def test_dagpam_queries_must_match() -> None:
         GF.dagpam_attention(q, q.double(), k, v)
 
 
-@pytest.mark.parametrize("variant", [*SINGLE, "dagpam"])
+@pytest.mark.parametrize("variant", [*SINGLE, "dagpam", "diff2"])
 def test_mismatched_dtypes(variant: str) -> None:
     q, k, v = qkv()
     with pytest.raises(TypeError, match=r"dtype"):
@@ -71,14 +73,14 @@ def test_mismatched_dtypes(variant: str) -> None:
         call(variant, q, k, v.double())
 
 
-@pytest.mark.parametrize("variant", [*SINGLE, "dagpam"])
+@pytest.mark.parametrize("variant", [*SINGLE, "dagpam", "diff2"])
 def test_integer_mask_rejected(variant: str) -> None:
     q, k, v = qkv()
     with pytest.raises(TypeError, match=r"attn_mask"):
         call(variant, q, k, v, attn_mask=torch.ones(4, 5, dtype=torch.int64))
 
 
-@pytest.mark.parametrize("variant", [*SINGLE, "dagpam"])
+@pytest.mark.parametrize("variant", [*SINGLE, "dagpam", "diff2"])
 def test_mask_not_broadcastable(variant: str) -> None:
     q, k, v = qkv()
     with pytest.raises(ValueError, match=r"attn_mask"):
