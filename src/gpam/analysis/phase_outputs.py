@@ -127,16 +127,19 @@ def critical_sentence(c: dict, threshold: float, top_gain: float) -> str:
     """One sentence per setting, computed from its critical-gain record."""
     name = f"{c['label']} ({c['architecture']}, vo gain {c['vo_gain']:g})"
     if c["critical_gain"] is None:
-        return (
+        text = (
             f"{name}: the final residual stays below {threshold:g} up to qk gain {top_gain:g} "
-            f"(largest {fmt(c['max_final_residual'])}): it collapses everywhere on this grid."
+            f"(largest {fmt(c['max_final_residual'])}): it collapses everywhere on this grid"
         )
+        jac = c.get("jacobian_rel_at_max_gain")
+        if jac is not None:
+            state = "above" if jac > 1 else "at or below"
+            text += f"; at qk gain {top_gain:g} its logit Jacobian is {fmt(jac)}x uniform ({state})"
+        return text + "."
     jac = c["jacobian_rel_at_critical"]
     reg = c["region_quantity_at_critical"]
-    where = "already at the smallest gain" if c.get("at_first_gain") else "first"
-    text = f"{name}: the final residual reaches {threshold:g} {where} at qk gain " + fmt(
-        c["critical_gain"]
-    )
+    where = "already at the smallest qk gain," if c.get("at_first_gain") else "first at qk gain"
+    text = f"{name}: the final residual reaches {threshold:g} {where} {fmt(c['critical_gain'])}"
     if jac is None:
         text += " (no logit Jacobian for this variant)"
     else:
@@ -172,6 +175,23 @@ def comparison_sentence(critical: Sequence[dict]) -> str:
     return text
 
 
+def region_sentence(results: Sequence[dict], collapsed: float = 1e-3) -> str:
+    """How often Lemma 1's condition (< 1) held where the stack did or did not collapse."""
+    done = [r for r in results if r["region_quantity"] is not None]
+    coll = [r for r in done if r["residual_fro_mean"][-1] < collapsed]
+    inside = [r for r in done if r["region_quantity"] < 1]
+    text = (
+        f"Lemma 1's quantity is < 1 (inside the region, collapse guaranteed) in {len(inside)} of "
+        f"{len(done)} cells; {len(coll)} cells collapsed (final residual < {collapsed:g})"
+    )
+    outside = [r for r in coll if r["region_quantity"] >= 1]
+    if coll:
+        text += f", {len(outside)} of them with the quantity >= 1"
+        low = min(r["region_quantity"] for r in coll)
+        text += f" (smallest quantity among collapsed cells {fmt(low)})"
+    return text + "."
+
+
 def write_phase(result: dict, out: Path) -> list[Path]:
     """``phase.json``, ``phase_dilemma_<arch>[_vo<g>].png``, ``phase_heatmap_<arch>.png`` (when
     more than one vo gain) and ``report.md`` in ``out``."""
@@ -195,6 +215,8 @@ def write_phase(result: dict, out: Path) -> list[Path]:
         critical_markdown(critical),
         "",
         comparison_sentence(critical),
+        "",
+        region_sentence(results),
         "",
     ]
     lines += [f"- {critical_sentence(c, threshold, top)}" for c in critical]
