@@ -9,8 +9,9 @@ import pytest
 
 import gpam.compare.runner as runner
 from gpam.cli.main import main
-from gpam.compare.runner import MATCHED, SCHEMA, CompareConfig, grid, run_compare
-from gpam.compare.trainer import TrainSettings
+from gpam.compare.kinds import as_kind
+from gpam.compare.runner import MATCHED, SCHEMA, CompareConfig, grid, matched_d_ff, run_compare
+from gpam.compare.settings import TrainSettings
 from gpam.data.synthetic import make_task
 
 
@@ -47,13 +48,13 @@ def task():
 @pytest.fixture
 def counted(monkeypatch):
     calls: list[int] = []
-    real = runner.train_run
+    real = runner.train_one
 
-    def wrapper(model, task, settings, seed):
-        calls.append(seed)
-        return real(model, task, settings, seed)
+    def wrapper(config, kind, spec, run_dir, h):
+        calls.append(spec.seed)
+        return real(config, kind, spec, run_dir, h)
 
-    monkeypatch.setattr(runner, "train_run", wrapper)
+    monkeypatch.setattr(runner, "train_one", wrapper)
     return calls
 
 
@@ -63,7 +64,7 @@ def test_tiny_grid_schema_report_and_resume(tmp_path: Path, task, counted) -> No
     assert len(counted) == 6  # (softmax, dagpam, matched) x 2 seeds
     doc = json.loads((tmp_path / "results.json").read_text())
     assert doc["schema"] == SCHEMA and doc["kind"] == "synthetic"
-    assert set(doc["runs"]) == {s.key for s in grid(cfg, task)}
+    assert set(doc["runs"]) == {s.key for s in grid(cfg, matched_d_ff(cfg, as_kind(task)))}
     for r in doc["runs"].values():
         assert r["status"] == "done" and r["steps"] == 3
         for k in ("final_metric", "params", "overhead_pct", "time_per_step_ms", "peak_memory_mb"):
@@ -119,7 +120,7 @@ def test_same_seed_is_reproducible(tmp_path: Path, task) -> None:
 
 def test_lambda_grid_labels(task) -> None:
     cfg = _tiny(lam_negs=[0.25, 1.0], seeds=[0])
-    labels = [s.label for s in grid(cfg, task)]
+    labels = [s.label for s in grid(cfg)]
     assert labels == ["softmax", "dagpam(lam=0.25)", "dagpam(lam=1)"]
 
 
@@ -194,8 +195,8 @@ def test_cli_compare_lm_on_a_text_file(tmp_path: Path, capsys) -> None:
         "2",
         "--batch-size",
         "4",
-        "--eval-batches",
-        "1",
+        "--max-eval-tokens",
+        "200",
         "--d-model",
         "16",
         "--n-layers",
@@ -215,11 +216,12 @@ def test_cli_compare_lm_on_a_text_file(tmp_path: Path, capsys) -> None:
 
 def test_compare_lm_on_real_corpus(data_dir: Path, tmp_path: Path) -> None:
     """Tiny Shakespeare (character level) through the same grid: perplexity below uniform."""
-    from gpam.compare.corpus import text_task_from_files
+    from gpam.data.lm import LMDataOptions, prepare_lm_corpus
 
-    task = text_task_from_files(
-        data_dir / "tinyshakespeare" / "input.txt", max_chars=30000, seq_len=32
+    d = LMDataOptions(
+        train=str(data_dir / "tinyshakespeare" / "input.txt"), max_chars=30000, seq_len=32
     )
+    task = prepare_lm_corpus(d)
     assert 30 < task.vocab_size < 100
     cfg = _tiny(kind="lm", task=task.name, variants=["softmax"], seeds=[0])
     cfg.train.steps = 30

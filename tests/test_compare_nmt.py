@@ -1,4 +1,5 @@
-"""`gpam compare nmt` end to end on tiny aligned files (through gpam.train.nmt), with resume."""
+"""`gpam compare nmt` end to end on tiny aligned files (through the training engine), with
+resume, --match-params, rank collapse, peak memory and saved models."""
 
 from __future__ import annotations
 
@@ -59,6 +60,8 @@ def test_compare_nmt_tiny_grid_and_resume(tmp_path: Path, capsys) -> None:
         "2",
         "--bleu-limit",
         "4",
+        "--match-params",
+        "--save-models",
         "--out",
         str(out),
         "--quiet",
@@ -67,12 +70,16 @@ def test_compare_nmt_tiny_grid_and_resume(tmp_path: Path, capsys) -> None:
     assert "| dagpam |" in capsys.readouterr().out
     doc = json.loads((out / "results.json").read_text())
     assert doc["kind"] == "nmt" and doc["summary"]["metric"] == "bleu"
-    assert set(doc["runs"]) == {f"{v}/seed={s}" for v in ("softmax", "dagpam") for s in (0, 1)}
-    for r in doc["runs"].values():
+    labels = ("softmax", "dagpam", "softmax-matched")
+    assert set(doc["runs"]) == {f"{v}/seed={s}" for v in labels for s in (0, 1)}
+    for key, r in doc["runs"].items():
         assert r["steps"] == 3 and 0.0 <= r["final_metric"] <= 100.0
-        assert (Path(r["run_dir"]) / "model" / "model.safetensors").is_file()
+        assert 0.0 < r["rank_collapse"] <= 1.0 and r["peak_memory_mb"] > 0
+        saved = out / "models" / key.replace("/", "_")
+        assert (saved / "model.safetensors").is_file() and (saved / "tokenizer.json").is_file()
     rows = {r["label"]: r for r in doc["summary"]["variants"]}
     assert rows["dagpam"]["params"] > rows["softmax"]["params"]
+    assert rows["dagpam"]["params"] <= rows["softmax-matched"]["params"]
     # resume: nothing is retrained, the document is unchanged
     assert main(argv) == 0
     assert json.loads((out / "results.json").read_text())["runs"] == doc["runs"]

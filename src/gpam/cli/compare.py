@@ -1,4 +1,4 @@
-"""`gpam compare lm|synthetic`: variants x seeds (x lambdas) at equal budget -> report."""
+"""`gpam compare synthetic|lm|nmt`: variants x seeds (x lambdas) at equal budget -> report."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from gpam.cli._common import (
     comma_ints,
     comma_list,
     default_out,
+    non_negative_float,
     positive_int,
 )
 
@@ -33,13 +34,22 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _add_grid(p: argparse.ArgumentParser, steps: int, seq_default: str) -> None:
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text}")
+    return value
+
+
+def _add_grid(p: argparse.ArgumentParser, kind: str, steps: int) -> None:
     g = p.add_argument_group("grid")
     g.add_argument(
         "--variants",
         type=comma_list,
         default=["softmax", "dagpam", "diff", "cog"],
-        help="attention variants to compare (default: softmax,dagpam,diff,cog)",
+        help="attention variants to compare (default: softmax,dagpam,diff,cog); an entry may be "
+        "LABEL=VARIANT+KEY=VALUE... to set model options, e.g. "
+        "dagpam-head=dagpam+lambda_mode=head",
     )
     g.add_argument(
         "--seeds", type=comma_ints, default=[0, 1, 2], help="seeds, paired across variants (0,1,2)"
@@ -56,6 +66,11 @@ def _add_grid(p: argparse.ArgumentParser, steps: int, seq_default: str) -> None:
         help="add 'softmax-matched': softmax with a wider feed-forward so its parameter count "
         "matches daGPAM's",
     )
+    g.add_argument("--neg-query", default=None, help="daGPAM negative query for every daGPAM run")
+    g.add_argument("--neg-init", default=None, help="daGPAM negative-query initialisation")
+    g.add_argument(
+        "--lambda-mode", default=None, help="daGPAM lambda: fixed, head (learnable) or token"
+    )
     b = p.add_argument_group("budget (equal for every run)")
     b.add_argument(
         "--steps", type=positive_int, default=steps, help=f"training steps per run ({steps})"
@@ -64,20 +79,57 @@ def _add_grid(p: argparse.ArgumentParser, steps: int, seq_default: str) -> None:
         "--time-budget",
         type=_positive_float,
         default=None,
-        help="seconds of training per run instead of a step count (--steps becomes a cap)",
+        help="training time per run (validation not counted) instead of a step count; "
+        "--steps becomes a cap",
     )
-    b.add_argument("--batch-size", type=positive_int, default=32, help="batch size (32)")
+    b.add_argument(
+        "--budget-clock",
+        choices=("wall", "cpu", "steps"),
+        default="wall",
+        help="what --time-budget counts: wall seconds, process CPU seconds, or steps (wall)",
+    )
+    if kind == "nmt":
+        b.add_argument(
+            "--max-tokens",
+            type=positive_int,
+            default=4096,
+            help="source+target tokens per batch (4096)",
+        )
+    else:
+        b.add_argument("--batch-size", type=positive_int, default=32, help="batch size (32)")
     b.add_argument("--lr", type=_positive_float, default=3e-3, help="peak learning rate (3e-3)")
+    b.add_argument(
+        "--warmup", type=_fraction, default=0.1, help="warmup, a fraction of --steps (0.1)"
+    )
+    b.add_argument(
+        "--weight-decay",
+        type=non_negative_float,
+        default=0.01,
+        help="AdamW weight decay of weight matrices and embeddings (0.01)",
+    )
+    b.add_argument(
+        "--clip", type=non_negative_float, default=1.0, help="gradient-norm clip, 0 = off (1.0)"
+    )
     b.add_argument(
         "--eval-every", type=positive_int, default=None, help="validate every N steps (steps/10)"
     )
-    b.add_argument(
-        "--eval-batches", type=positive_int, default=4, help="validation batches of 64 (4)"
-    )
-    m = p.add_argument_group("model (gpam.models.TransformerLM)")
+    if kind == "synthetic":
+        b.add_argument(
+            "--eval-batches", type=positive_int, default=4, help="validation batches of 64 (4)"
+        )
+    if kind == "lm":
+        b.add_argument(
+            "--max-eval-tokens",
+            type=positive_int,
+            default=200_000,
+            help="validation tokens per evaluation (200000), as gpam eval lm --max-tokens",
+        )
+    m = p.add_argument_group("model")
     m.add_argument("--d-model", type=positive_int, default=64, help="model width (64)")
     m.add_argument("--n-layers", type=positive_int, default=2, help="layers (2)")
     m.add_argument("--n-heads", type=positive_int, default=4, help="heads (4)")
+    m.add_argument("--d-ff", type=positive_int, default=None, help="MLP width (4 d_model)")
+    m.add_argument("--dropout", type=_fraction, default=0.0, help="dropout (0)")
     m.add_argument(
         "--attention-layers",
         default="all",
@@ -96,7 +148,8 @@ def _add_grid(p: argparse.ArgumentParser, steps: int, seq_default: str) -> None:
     p.add_argument(
         "--save-models",
         action="store_true",
-        help="save every trained model (safetensors) under OUT/models/",
+        help="save every trained model (safetensors + tokenizer) under OUT/models/, usable by "
+        "gpam eval and gpam generate",
     )
     add_out(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -107,10 +160,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare",
         help="compare attention variants over seeds at an equal budget (report.md, results.json)",
-        description="Train every variant x seed (x daGPAM lambda) at the same budget and write "
-        "report.md, results.json and plots: mean ± std, paired difference to softmax with 95%% "
-        "CI and p-value, parameters, time per step, peak memory, learning curves, rank collapse. "
-        "Rerunning with the same --out skips finished runs.",
+        description="Train every variant x seed (x daGPAM lambda) at the same budget with the "
+        "gpam training engine and write report.md, results.json and plots: mean ± std, paired "
+        "difference to softmax with 95%% CI and p-value, parameters, time per step, peak memory, "
+        "learning curves, rank collapse. Rerunning with the same --out reuses finished runs whose "
+        "settings match and continues interrupted ones from their last checkpoint.",
     )
     kinds = p.add_subparsers(dest="kind", metavar="KIND")
     kinds.required = True
@@ -133,34 +187,42 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="task option, repeatable, e.g. --task-option max_len=256 for listops",
     )
-    _add_grid(s, steps=300, seq_default="")
+    _add_grid(s, "synthetic", steps=300)
     s.set_defaults(func=_run)
     lm = kinds.add_parser(
         "lm",
         help="language modelling on your text file or a Hugging Face dataset",
-        description="Compare on a text corpus: --train FILE [--valid FILE], or --dataset NAME.",
+        description="Compare on a text corpus: --train FILE [--valid FILE], or --dataset NAME. "
+        "The data pipeline, validation and perplexity are those of gpam train lm / gpam eval lm.",
     )
     src = lm.add_mutually_exclusive_group(required=True)
     src.add_argument("--train", help="training text file (.txt or .gz)")
     src.add_argument(
         "--dataset", help="Hugging Face dataset NAME[:CONFIG], e.g. wikitext:wikitext-2-raw-v1"
     )
-    lm.add_argument("--valid", help="validation text file (default: last 10%% of --train)")
+    lm.add_argument("--valid", help="validation text file (default: hold out the end of --train)")
+    lm.add_argument(
+        "--holdout-fraction",
+        type=_positive_float,
+        default=0.1,
+        help="fraction at the end of the training text used for validation without --valid (0.1)",
+    )
     lm.add_argument(
         "--level", choices=["char", "word", "bpe"], default="char", help="tokenizer (char)"
     )
+    lm.add_argument("--vocab-size", type=positive_int, default=None, help="vocabulary cap")
     lm.add_argument("--seq-len", type=positive_int, default=128, help="context length (128)")
     lm.add_argument(
-        "--max-chars", type=positive_int, default=None, help="read at most N characters per file"
+        "--max-chars", type=positive_int, default=None, help="read at most N characters per split"
     )
-    _add_grid(lm, steps=500, seq_default="")
+    _add_grid(lm, "lm", steps=500)
     lm.set_defaults(func=_run)
     nmt = kinds.add_parser(
         "nmt",
-        help="translation on your aligned files or a Hugging Face dataset (via gpam train nmt)",
-        description="Compare encoder-decoder translation models (gpam.train.nmt.train_nmt per run, "
-        "resumable from its checkpoints); final metric BLEU on the first --bleu-limit "
-        "validation pairs (or validation perplexity with --bleu-limit 0).",
+        help="translation on your aligned files or a Hugging Face dataset",
+        description="Compare encoder-decoder translation models (the gpam train nmt data and "
+        "engine); final metric BLEU on the first --bleu-limit validation pairs (or validation "
+        "perplexity with --bleu-limit 0).",
     )
     nmt.add_argument("--train-src", help="training source file (one sentence per line)")
     nmt.add_argument("--train-tgt", help="training target file, aligned with --train-src")
@@ -174,6 +236,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     nmt.add_argument("--vocab-size", type=positive_int, default=None, help="tokenizer vocabulary")
     nmt.add_argument("--max-len", type=positive_int, default=64, help="max tokens per side (64)")
+    nmt.add_argument("--label-smoothing", type=_fraction, default=0.1, help="label smoothing (0.1)")
     nmt.add_argument(
         "--bleu-limit",
         type=int,
@@ -181,7 +244,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="validation pairs scored with BLEU (200; 0 = use validation perplexity)",
     )
     nmt.add_argument("--beam-size", type=positive_int, default=1, help="beam for BLEU (1)")
-    _add_grid(nmt, steps=500, seq_default="")
+    _add_grid(nmt, "nmt", steps=500)
     nmt.set_defaults(func=_run)
 
 

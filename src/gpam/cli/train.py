@@ -16,15 +16,29 @@ def _add_model(p: argparse.ArgumentParser, nmt: bool) -> None:
         "coda, sigmoid (default: dagpam)",
     )
     g.add_argument(
-        "--lam-neg", type=float, default=0.5, help="daGPAM negative-weight lambda (default: 0.5)"
+        "--lam-neg",
+        type=float,
+        default=None,
+        help="daGPAM negative-weight lambda (default: 0.5; 0 with --hf-model)",
     )
     g.add_argument(
         "--lam-pos",
         type=float,
         default=None,
-        help="daGPAM positive lambda (default: 1 + lam_neg, affine)",
+        help="daGPAM positive lambda; giving it makes the attention non-affine (rows sum to "
+        "lam_pos - lam_neg; default: affine, lam_pos = 1 + lam_neg)",
     )
-    g.add_argument("--learnable-lambda", action="store_true", help="learn lambda per head")
+    g.add_argument(
+        "--learnable-lambda",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="learn lambda per head (default: off; on with --hf-model)",
+    )
+    g.add_argument("--neg-query", default=None, help="daGPAM negative query (model default)")
+    g.add_argument("--neg-init", default=None, help="daGPAM negative-query initialisation")
+    g.add_argument(
+        "--lambda-mode", default=None, help="daGPAM lambda: fixed, head (learnable) or token"
+    )
     g.add_argument(
         "--d-model",
         type=positive_int,
@@ -189,12 +203,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="DIR",
         help="fine-tune this Hugging Face causal LM folder (converted to --attention with "
-        "--lam-neg, --learnable-lambda) on --train instead of training a gpam model; needs "
-        "gpam[hf]; uses --steps, --batch-size, --seq-len, --lr, --holdout-fraction, --seed",
+        "--lam-neg, default 0, and learnable lambdas unless --no-learnable-lambda) on --train "
+        "instead of training a gpam model, with the same engine and optimisation options; "
+        "needs gpam[hf]; options that describe a gpam model or data split are refused",
     )
     _add_model(lm, nmt=False)
     _add_train(lm, nmt=False)
-    lm.set_defaults(func=_run_lm)
+    lm.set_defaults(func=_run_lm, _parser=lm)
 
     nmt = tsub.add_parser(
         "nmt",
@@ -230,17 +245,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _model_kwargs(a: argparse.Namespace) -> dict:
-    return {
+    kw = {
         "d_model": a.d_model,
         "n_heads": a.heads,
         "d_ff": a.d_ff,
         "dropout": a.dropout,
-        "lam_neg": a.lam_neg,
-        "lam_pos": a.lam_pos,
-        "learnable_lambda": a.learnable_lambda,
+        "lam_neg": 0.5 if a.lam_neg is None else a.lam_neg,
+        "learnable_lambda": bool(a.learnable_lambda),
         "norm": a.norm,
         "positions": a.positions,
     }
+    if a.lam_pos is not None:  # an explicit positive lambda: the non-affine form
+        kw.update(lam_pos=a.lam_pos, affine=False)
+    for k in ("neg_query", "neg_init", "lambda_mode"):
+        if getattr(a, k) is not None:
+            kw[k] = getattr(a, k)
+    return kw
 
 
 def _train_config(a: argparse.Namespace):
@@ -335,24 +355,63 @@ def _run_nmt(a: argparse.Namespace) -> int:
     return 0
 
 
+# options `gpam train lm --hf-model` passes on; every other option must keep its default
+HF_OPTIONS = {
+    "hf_model", "train", "holdout_fraction", "attention", "lam_neg", "learnable_lambda",
+    "neg_query", "steps", "time_budget", "budget_clock", "lr", "warmup", "schedule",
+    "weight_decay", "clip", "accum", "bf16", "batch_size", "seq_len", "seed", "device", "out",
+    "quiet", "skip_bad_lines", "max_eval_tokens",
+}  # fmt: skip
+
+
+def _refuse_unused(a: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """ValueError naming every option set away from its default that --hf-model cannot use."""
+    bad = []
+    for action in parser._actions:
+        if not action.option_strings or action.dest in HF_OPTIONS or action.dest == "help":
+            continue
+        if getattr(a, action.dest, None) != action.default:
+            bad.append(action.option_strings[0])
+    if bad:
+        raise ValueError(
+            f"--hf-model fine-tunes a Hugging Face model with its own architecture, tokenizer "
+            f"and data split; it does not use {', '.join(sorted(bad))}"
+        )
+
+
 def _run_hf_finetune(a: argparse.Namespace) -> int:
+    _refuse_unused(a, a._parser)
     if not a.train:
         raise ValueError("--hf-model needs --train TEXT_FILE")
     from gpam.hf import finetune_text
 
     out = a.out or default_out("gpam-finetune")
+    # eval windows of batch_size x seq_len tokens, up to --max-eval-tokens
+    eval_batches = max(1, -(-a.max_eval_tokens // (a.batch_size * a.seq_len)))
     res = finetune_text(
         a.hf_model,
         a.train,
         out,
         attention=a.attention,
-        lam_neg=a.lam_neg,
-        learnable_lambda=a.learnable_lambda,
+        lam_neg=0.0 if a.lam_neg is None else a.lam_neg,
+        learnable_lambda=True if a.learnable_lambda is None else a.learnable_lambda,
+        **({"neg_query": a.neg_query} if a.neg_query is not None else {}),
         val_fraction=a.holdout_fraction,
+        device=a.device,
+        skip_bad=a.skip_bad_lines,
         steps=a.steps,
+        time_budget=a.time_budget,
+        budget_clock=a.budget_clock,
         batch_size=a.batch_size,
         seq_len=a.seq_len,
         lr=a.lr,
+        warmup=a.warmup,
+        schedule=a.schedule,
+        weight_decay=a.weight_decay,
+        clip=a.clip,
+        accum=a.accum,
+        bf16=a.bf16,
+        eval_batches=eval_batches,
         seed=a.seed,
         progress=not a.quiet,
     )

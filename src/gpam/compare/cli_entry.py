@@ -6,9 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from gpam.compare.grid import CompareConfig
 from gpam.compare.report import format_table
-from gpam.compare.runner import CompareConfig, run_compare
-from gpam.compare.trainer import TrainSettings
+from gpam.compare.runner import run_compare
+from gpam.compare.settings import TrainSettings
 
 
 def settings_from_args(args: argparse.Namespace) -> TrainSettings:
@@ -16,27 +17,43 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
     return TrainSettings(
         steps=args.steps,
         time_budget=args.time_budget,
-        batch_size=args.batch_size,
+        budget_clock=args.budget_clock,
+        batch_size=getattr(args, "batch_size", 32),
         lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup=args.warmup,
+        grad_clip=args.clip,
         eval_every=args.eval_every or max(1, args.steps // 10),
-        eval_batches=args.eval_batches,
+        eval_batches=getattr(args, "eval_batches", 4),
+        max_eval_tokens=getattr(args, "max_eval_tokens", None),
         device=args.device,
     )
 
 
 def make_task_from_args(args: argparse.Namespace) -> Any:
-    """The task of ``gpam compare synthetic|lm``."""
+    """The task of ``gpam compare synthetic|lm``: a synthetic task or a ``LMCorpus`` built by
+    the same pipeline as ``gpam train lm``."""
     if args.kind == "synthetic":
         from gpam.data.synthetic import make_task
 
         return make_task(args.task, **dict(args.task_option))
-    from gpam.compare.corpus import text_task_from_files, text_task_from_hf
+    from gpam.data.lm import LMDataOptions, prepare_lm_corpus
 
-    kw = dict(seq_len=args.seq_len, level=args.level)
-    if args.dataset:
-        name, _, config = args.dataset.partition(":")
-        return text_task_from_hf(name, config or None, max_chars=args.max_chars, **kw)
-    return text_task_from_files(args.train, args.valid, max_chars=args.max_chars, **kw)
+    name, _, config = (args.dataset or "").partition(":")
+    d = LMDataOptions(
+        train=args.train,
+        valid=args.valid,
+        holdout_fraction=args.holdout_fraction,
+        hf_dataset=name or None,
+        hf_config=config or None,
+        tokenizer=args.level,
+        vocab_size=args.vocab_size,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        max_eval_tokens=args.max_eval_tokens,
+        max_chars=args.max_chars,
+    )
+    return prepare_lm_corpus(d)
 
 
 def nmt_data_from_args(args: argparse.Namespace) -> Any:
@@ -58,6 +75,34 @@ def nmt_data_from_args(args: argparse.Namespace) -> Any:
         tokenizer=args.tokenizer,
         vocab_size=args.vocab_size,
         max_len=args.max_len,
+        max_tokens=args.max_tokens,
+    )
+
+
+def config_from_args(args: argparse.Namespace, task_name: str) -> CompareConfig:
+    """The :class:`CompareConfig` of parsed ``compare`` options."""
+    dagpam = {
+        k: getattr(args, k)
+        for k in ("neg_query", "neg_init", "lambda_mode")
+        if getattr(args, k, None) is not None
+    }
+    return CompareConfig(
+        kind=args.kind,
+        task=getattr(args, "task", None) or task_name,
+        task_options=dict(getattr(args, "task_option", []) or []),
+        variants=list(args.variants),
+        seeds=list(args.seeds),
+        lam_negs=list(args.lam_neg),
+        match_params=args.match_params,
+        d_model=args.d_model,
+        n_layers=args.n_layers,
+        n_heads=args.n_heads,
+        d_ff=args.d_ff,
+        dropout=args.dropout,
+        attention_layers=args.attention_layers,
+        dagpam_options=dagpam,
+        train=settings_from_args(args),
+        save_models=args.save_models,
     )
 
 
@@ -68,20 +113,8 @@ def compare_from_args(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     task = None if args.kind == "nmt" else make_task_from_args(args)
-    config = CompareConfig(
-        kind=args.kind,
-        task=getattr(args, "task", None) or (task.name if task else "nmt"),
-        variants=list(args.variants),
-        seeds=list(args.seeds),
-        lam_negs=list(args.lam_neg),
-        match_params=args.match_params,
-        d_model=args.d_model,
-        n_layers=args.n_layers,
-        n_heads=args.n_heads,
-        attention_layers=args.attention_layers,
-        train=settings_from_args(args),
-        save_models=args.save_models,
-    )
+    config = config_from_args(args, task.name if task is not None else "nmt")
+    config.validate()
     out = Path(args.out).resolve()
     if args.kind == "nmt":
         from gpam.compare.nmt import run_compare_nmt
@@ -92,6 +125,7 @@ def compare_from_args(args: argparse.Namespace) -> int:
             out,
             bleu_limit=args.bleu_limit,
             beam_size=args.beam_size,
+            label_smoothing=args.label_smoothing,
             progress=not args.quiet,
         )
     else:

@@ -1,60 +1,139 @@
-"""``gpam compare nmt``: the variants x seeds grid for translation, through ``gpam.train``.
+"""``gpam compare nmt``: the variants x seeds grid for translation, through the same runner and
+training engine as ``compare lm`` (resume mid-run, run hash, ``--match-params``, peak memory,
+rank collapse).
 
-Each run is one :func:`gpam.train.nmt.train_nmt` call in ``OUT/runs/<label>_seed=<n>/`` (its
-checkpoints make an interrupted run continue where it stopped). The final metric is corpus BLEU
-(sacrebleu, greedy/beam search on the first ``bleu_limit`` validation pairs, via
-:func:`gpam.train.evaluate.evaluate_nmt`) or, with ``bleu_limit=0``, validation perplexity.
-Time per step is the training loop's elapsed time / steps; peak memory is measured on CUDA only.
-Rank collapse is not measured for encoder-decoder models (reported as n/a).
+The sentence pairs are read and the shared source/target tokenizer trained once for the whole
+grid (as ``gpam train nmt`` does for one run). The final metric is corpus BLEU (sacrebleu,
+beam search on the first ``bleu_limit`` validation pairs) or, with ``bleu_limit=0``, validation
+perplexity. Rank collapse is measured on the encoder output of the first validation batch
+(padding excluded).
 """
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from torch import nn
 
-from gpam._io import atomic_write_json
-from gpam.compare.runner import CompareConfig, RunSpec, grid, load_results, summarize_runs
+from gpam.compare import measure
+from gpam.compare.grid import CompareConfig, RunSpec
+from gpam.compare.kinds import _model_kwargs
+from gpam.compare.runner import run_grid
 
 
-class _NMTTaskInfo:
-    """What the grid and report need to know about the translation task."""
+class NMTKind:
+    """Encoder-decoder translation models on sentence pairs (``gpam.train.nmt``'s data)."""
 
-    def __init__(self, name: str, metric: str, data: Any, bleu_limit: int, beam_size: int):
-        self.name, self.metric = name, metric
-        self._desc = {
-            "task": name,
-            "metric": metric,
-            "bleu_limit": bleu_limit,
-            "beam_size": beam_size,
-            "tokenizer": data.tokenizer,
-            "max_len": data.max_len,
-        }
+    def __init__(
+        self, data: Any, bleu_limit: int = 200, beam_size: int = 1, label_smoothing: float = 0.1
+    ) -> None:
+        from gpam.data.pairs import encode_pairs
+        from gpam.data.tokenizer import train_tokenizer
+        from gpam.train.nmt import load_nmt_pairs
+
+        if bleu_limit < 0:
+            raise ValueError(f"bleu_limit must be >= 0, got {bleu_limit}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.data, self.bleu_limit, self.beam_size = data, bleu_limit, beam_size
+        self.label_smoothing = label_smoothing
+        tr, va, self.notes = load_nmt_pairs(data)
+        texts = [s for s, _ in tr] + [t for _, t in tr]
+        self.tokenizer = train_tokenizer(data.tokenizer, texts, data.vocab_size, data.min_freq)
+        self.train_ids, _ = encode_pairs(tr, self.tokenizer, self.tokenizer, data.max_len)
+        self.valid_ids, _ = encode_pairs(va, self.tokenizer, self.tokenizer, data.max_len)
+        self.valid_text = va
+        self.metric = "bleu" if bleu_limit > 0 else "perplexity"
+        self.name = data.hf_dataset or Path(data.train_src).name
 
     def describe(self) -> dict[str, Any]:
-        return dict(self._desc)
+        import hashlib
 
+        h = hashlib.sha256(repr((self.train_ids, self.valid_ids)).encode()).hexdigest()[:16]
+        return {
+            "task": self.name,
+            "metric": self.metric,
+            "bleu_limit": self.bleu_limit,
+            "beam_size": self.beam_size,
+            "label_smoothing": self.label_smoothing,
+            "tokenizer": self.tokenizer.kind,
+            "vocab_size": self.tokenizer.vocab_size,
+            "max_len": self.data.max_len,
+            "max_tokens": self.data.max_tokens,
+            "train_pairs": len(self.train_ids),
+            "valid_pairs": len(self.valid_ids),
+            "data_sha256": h,
+        }
 
-def _model_kwargs(config: CompareConfig, spec: RunSpec) -> dict[str, Any]:
-    kw: dict[str, Any] = dict(
-        d_model=config.d_model,
-        n_heads=config.n_heads,
-        n_encoder_layers=config.n_layers,
-        n_decoder_layers=config.n_layers,
-        encoder_attention=spec.attention,
-        decoder_attention=spec.attention,
-        cross_attention=spec.attention,
-        attention_layers=config.attention_layers,
-        dropout=config.dropout,
-    )
-    if spec.lam_neg is not None:
-        kw["lam_neg"] = float(spec.lam_neg)
-    return kw
+    def model_config(self, config: CompareConfig, spec: RunSpec) -> Any:
+        from gpam.models.config import Seq2SeqConfig
+
+        kw = dict(
+            src_vocab_size=self.tokenizer.vocab_size,
+            d_model=config.d_model,
+            n_heads=config.n_heads,
+            n_encoder_layers=config.n_layers,
+            n_decoder_layers=config.n_layers,
+            max_len=self.data.max_len + 1,
+            dropout=config.dropout,
+            encoder_attention=spec.attention,
+            decoder_attention=spec.attention,
+            cross_attention=spec.attention,
+            attention_layers=config.attention_layers,
+            **spec.model_options(),
+        )
+        return _model_kwargs(Seq2SeqConfig, kw, spec)
+
+    def build(self, model_config: Any) -> nn.Module:
+        from gpam.models.seq2seq import Seq2SeqTransformer
+
+        return Seq2SeqTransformer(model_config)
+
+    def engine_task(self, config: CompareConfig, seed: int, device: torch.device) -> Any:
+        from gpam.train.distributed import DistInfo
+        from gpam.train.nmt import NMTTask
+
+        return NMTTask(
+            self.train_ids,
+            self.valid_ids,
+            self.data,
+            seed,
+            DistInfo(),
+            device,
+            self.label_smoothing,
+        )
+
+    def rank_collapse(self, model: nn.Module, task: Any) -> float:
+        b = task.valid.get(task.valid.epoch_batches(0)[0])
+        dev = next(model.parameters()).device
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            hidden = model.encode(b["src"].to(dev), b["src_padding_mask"].to(dev))
+        model.train(was)
+        return measure.rank_collapse(hidden, keep=~b["src_padding_mask"].to(dev))
+
+    def final_metric(self, model: nn.Module, result: dict[str, Any], device: torch.device) -> float:
+        if self.metric == "perplexity":
+            return float(result["final_val_metrics"]["val_perplexity"])
+        import sacrebleu
+
+        from gpam.train.evaluate import translate
+
+        pairs = self.valid_text[: self.bleu_limit]
+        model.eval()
+        hyps = translate(
+            model,
+            self.tokenizer,
+            [s for s, _ in pairs],
+            beam_size=self.beam_size,
+            device=str(device),
+        )
+        model.train()
+        return float(sacrebleu.corpus_bleu(hyps, [[t for _, t in pairs]]).score)
 
 
 def run_compare_nmt(
@@ -64,123 +143,11 @@ def run_compare_nmt(
     *,
     bleu_limit: int = 200,
     beam_size: int = 1,
+    label_smoothing: float = 0.1,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train every variant x seed with ``gpam.train.nmt.train_nmt`` on ``data``
-    (a ``gpam.train.nmt.NMTDataOptions``) and write the comparison report into ``out``."""
-    from gpam.train.checkpoint import latest_checkpoint
-    from gpam.train.evaluate import evaluate_nmt
-    from gpam.train.loop import TrainConfig
-    from gpam.train.nmt import train_nmt
-
+    """Train every variant x seed on ``data`` (a ``gpam.train.nmt.NMTDataOptions``) with the
+    training engine and write the comparison report into ``out``."""
     config.validate()
-    if config.match_params:
-        raise ValueError("match_params is not supported for nmt comparisons yet")
-    if bleu_limit < 0:
-        raise ValueError(f"bleu_limit must be >= 0, got {bleu_limit}")
-    use_bleu = bleu_limit > 0 and bool(data.valid_src and data.valid_tgt)
-    name = data.hf_dataset or Path(data.train_src).name
-    task = _NMTTaskInfo(name, "bleu" if use_bleu else "perplexity", data, bleu_limit, beam_size)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = load_results(out)
-    results.update(kind="nmt", task=task.describe(), config=config.to_dict())
-    runs: dict[str, Any] = results.setdefault("runs", {})
-    specs = grid(config, task)
-    t = config.train
-    softmax_params: int | None = None
-    bar = tqdm(specs, desc="compare nmt", unit="run", disable=not progress)
-    for spec in bar:
-        bar.set_postfix_str(spec.key)
-        done = runs.get(spec.key)
-        if done and done.get("status") == "done":
-            softmax_params = softmax_params or (
-                done["params"] if spec.attention == "softmax" else None
-            )
-            continue
-        run_dir = out / "runs" / spec.key.replace("/", "_")
-        tc = TrainConfig(
-            steps=t.steps,
-            time_budget=t.time_budget,
-            lr=t.lr,
-            warmup=max(1, int(t.warmup * t.steps)),
-            eval_every=t.eval_every,
-            checkpoint_every=t.eval_every,
-            log_every=max(1, min(10, t.eval_every)),
-            seed=spec.seed,
-        )
-        resume = latest_checkpoint(run_dir / "checkpoints") is not None
-        cuda = t.device.startswith("cuda")
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        res = train_nmt(
-            data,
-            _model_kwargs(config, spec),
-            tc,
-            run_dir,
-            device=t.device,
-            resume=resume,
-            quiet=True,
-        )
-        peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else math.nan
-        params = int(res["parameters"]["total"])
-        if spec.attention == "softmax" and spec.label == "softmax":
-            softmax_params = params
-        ppl = math.exp(min(50.0, res["final_val_loss"]))
-        metric = ppl
-        if use_bleu:
-            ev = evaluate_nmt(
-                run_dir / "model",
-                data.valid_src,
-                data.valid_tgt,
-                beam_size=beam_size,
-                limit=bleu_limit,
-                device=t.device,
-                progress=False,
-            )
-            metric = float(ev["bleu"])
-        curve = [
-            {
-                "step": r["step"],
-                "train_loss": r.get("loss", math.nan),
-                "val_loss": r["val_loss"],
-                **({} if use_bleu else {"val_metric": math.exp(min(50.0, r["val_loss"]))}),
-            }
-            for r in res["history"]
-            if "val_loss" in r
-        ]
-        base = softmax_params or params
-        runs[spec.key] = {
-            "label": spec.label,
-            "attention": spec.attention,
-            "seed": spec.seed,
-            "lam_neg": spec.lam_neg,
-            "status": "done",
-            "metric": task.metric,
-            "final_metric": metric,
-            "final_loss": res["final_val_loss"],
-            "valid_perplexity": ppl,
-            "params": params,
-            "overhead_pct": 100.0 * (params - base) / base,
-            "steps": res["steps"],
-            "wall_s": res["elapsed_s"],
-            "time_per_step_ms": 1000.0 * res["elapsed_s"] / max(1, res["steps"]),
-            "peak_memory_mb": peak,
-            "memory_method": "cuda max_memory_allocated" if cuda else "not measured on CPU (nmt)",
-            "rank_collapse": math.nan,
-            "curve": curve,
-            "model_config": res["model_config"],
-            "run_dir": str(run_dir),
-        }
-        results["summary"] = summarize_runs(runs, config, task)
-        atomic_write_json(out / "results.json", results)
-    soft = [r["params"] for r in runs.values() if r["label"] == "softmax"]
-    if soft:  # overheads relative to the softmax model, whatever order the runs came in
-        for r in runs.values():
-            r["overhead_pct"] = 100.0 * (r["params"] - soft[0]) / soft[0]
-    results["summary"] = summarize_runs(runs, config, task)
-    atomic_write_json(out / "results.json", results)
-    from gpam.compare.report import write_report
-
-    write_report(results, out)
-    return results
+    kind = NMTKind(data, bleu_limit, beam_size, label_smoothing)
+    return run_grid(config, kind, out, progress)

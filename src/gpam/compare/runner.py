@@ -1,8 +1,13 @@
-"""Comparison grids: variants x seeds (x daGPAM lambdas) at an equal budget, resumable.
+"""Comparison grids: variants x seeds (x daGPAM lambdas) at an equal budget, through the one
+training engine (:func:`gpam.train.train_loop`), resumable.
 
-``run_compare(config, out)`` trains every run of the grid, writes ``results.json`` atomically after
-each finished run (a rerun with the same ``out`` skips finished runs whose settings match), then
-writes ``report.md`` and the plots (:mod:`gpam.compare.report`).
+``run_compare(config, task, out)`` (synthetic tasks, text corpora) and
+``gpam.compare.nmt.run_compare_nmt`` (translation) build each run's model and engine task,
+train it in ``out/runs/<label>_seed=<n>/`` (checkpoints every ``eval_every`` steps: a killed
+comparison continues each run from its last checkpoint), write ``results.json`` atomically after
+each finished run, then ``report.md`` and the plots (:mod:`gpam.compare.report`). A finished run
+is reused only while its run hash (task data, model config, training settings, seed) matches;
+a run whose settings changed is trained again from scratch.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass, field
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,245 +27,237 @@ import torch
 from tqdm.auto import tqdm
 
 from gpam._io import atomic_write_json
-from gpam.compare.measure import count_parameters
+from gpam.compare import measure
+from gpam.compare.grid import (
+    KINDS,
+    MATCHED,
+    SCHEMA,
+    CompareConfig,
+    RunSpec,
+    first_dagpam,
+    grid,
+    parse_variant,
+)
+from gpam.compare.kinds import Kind, as_kind
+from gpam.compare.settings import TrainSettings, check_device
 from gpam.compare.stats import correlation, paired_difference, summarize
-from gpam.compare.trainer import Task, TrainSettings, check_device, train_run
 
-SCHEMA = "gpam.compare/1"
-MATCHED = "softmax-matched"
-KINDS = ("synthetic", "lm", "nmt")
-
-
-@dataclass
-class CompareConfig:
-    """A comparison: the task, the grid and the shared model/training settings.
-
-    ``variants`` are attention names from ``gpam.VARIANTS``; ``lam_negs`` are daGPAM's lambda
-    values (one run per value; other variants ignore it); ``match_params`` adds a softmax model
-    whose feed-forward width is raised so its parameter count matches daGPAM's (extra heads add
-    no parameters in multi-head attention, and a wider ``d_model`` moves in steps far coarser than
-    daGPAM's ~1 % overhead at these sizes). ``attention_layers`` defaults to ``"all"`` (every
-    layer uses the variant, also for ``cog``, whose paper keeps the first and last layers softmax:
-    pass ``"auto"`` for that, which leaves a 2-layer model all-softmax).
-    """
-
-    kind: str = "synthetic"
-    task: str = "recall"
-    task_options: dict[str, Any] = field(default_factory=dict)
-    variants: list[str] = field(default_factory=lambda: ["softmax", "dagpam", "diff", "cog"])
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    lam_negs: list[float] = field(default_factory=lambda: [0.5])
-    match_params: bool = False
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 4
-    d_ff: int | None = None
-    dropout: float = 0.0
-    attention_layers: str | list[int] = "all"
-    train: TrainSettings = field(default_factory=TrainSettings)
-    save_models: bool = False
-
-    def validate(self) -> None:
-        """Raise ValueError naming the bad field."""
-        import gpam.functional as gf
-
-        known = tuple(getattr(gf, "VARIANTS", ("softmax", "dagpam", "diff", "cog", "coda")))
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        if not self.variants:
-            raise ValueError("variants must name at least one attention variant")
-        for v in self.variants:
-            if v not in known:
-                raise ValueError(f"variants: unknown variant {v!r}; expected some of {known}")
-        if len(set(self.variants)) != len(self.variants):
-            raise ValueError(f"variants must not repeat, got {self.variants}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds must be distinct integers, got {self.seeds}")
-        if not self.lam_negs or any(not (x >= 0) for x in self.lam_negs):
-            raise ValueError(f"lam_negs must be numbers >= 0, got {self.lam_negs}")
-        if self.match_params and "dagpam" not in self.variants:
-            raise ValueError("match_params needs 'dagpam' among the variants")
-        t = self.train
-        if t.steps < 1 or t.batch_size < 1 or t.eval_every < 1 or t.eval_batches < 1:
-            raise ValueError("steps, batch_size, eval_every and eval_batches must be >= 1")
-        if t.time_budget is not None and not t.time_budget > 0:
-            raise ValueError(f"time_budget must be > 0 seconds, got {t.time_budget}")
-        check_device(t.device)
-        if not t.lr > 0:
-            raise ValueError(f"lr must be > 0, got {t.lr}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict."""
-        return dataclasses.asdict(self)
+__all__ = [
+    "KINDS",
+    "MATCHED",
+    "SCHEMA",
+    "CompareConfig",
+    "RunSpec",
+    "TrainSettings",
+    "check_device",
+    "curve_mean",
+    "grid",
+    "load_results",
+    "matched_d_ff",
+    "parse_variant",
+    "run_compare",
+    "run_grid",
+    "summarize_runs",
+    "train_one",
+]
 
 
-@dataclass
-class RunSpec:
-    """One cell of the grid."""
-
-    label: str
-    attention: str
-    seed: int
-    lam_neg: float | None = None
-    d_ff: int | None = None
-
-    @property
-    def key(self) -> str:
-        """Unique name of the run in ``results.json``."""
-        return f"{self.label}/seed={self.seed}"
-
-
-def _label(variant: str, lam: float, n_lams: int) -> str:
-    return f"dagpam(lam={lam:g})" if variant == "dagpam" and n_lams > 1 else variant
-
-
-def grid(config: CompareConfig, task: Task, matched_ff: int | None = None) -> list[RunSpec]:
-    """Every run of ``config`` in a seed-major order (all variants of seed 0 first).
-
-    ``matched_ff``: the matched softmax's feed-forward width when already known.
-    """
-    specs: list[RunSpec] = []
-    if config.match_params and matched_ff is None:
-        matched_ff = matched_d_ff(config, task)
-    for seed in config.seeds:
-        for v in config.variants:
-            lams = config.lam_negs if v == "dagpam" else [None]
-            for lam in lams:
-                label = _label(v, lam, len(config.lam_negs)) if lam is not None else v
-                specs.append(RunSpec(label, v, seed, lam, config.d_ff))
-        if config.match_params and matched_ff is not None:
-            specs.append(RunSpec(MATCHED, "softmax", seed, None, matched_ff))
-    return specs
-
-
-def model_config(config: CompareConfig, task: Task, spec: RunSpec) -> Any:
-    """The ``gpam.models.LMConfig`` of one run."""
-    from gpam.models.config import LMConfig
-
-    kw: dict[str, Any] = {}
-    if spec.lam_neg is not None:
-        kw["lam_neg"] = float(spec.lam_neg)
-    return LMConfig(
-        vocab_size=task.vocab_size,
-        d_model=config.d_model,
-        n_layers=config.n_layers,
-        n_heads=config.n_heads,
-        d_ff=spec.d_ff,
-        max_len=task.seq_len,
-        dropout=config.dropout,
-        attention=spec.attention,
-        attention_layers=config.attention_layers,
-        **kw,
-    )
-
-
-def build_model(config: CompareConfig, task: Task, spec: RunSpec) -> torch.nn.Module:
-    """A freshly initialised ``TransformerLM`` for ``spec`` (initialisation seeded by the seed)."""
-    from gpam.models.lm import TransformerLM
-
-    torch.manual_seed(spec.seed)
-    return TransformerLM(model_config(config, task, spec))
-
-
-def _n_params(config: CompareConfig, task: Task, spec: RunSpec) -> int:
-    return _count_for(json.dumps(model_config(config, task, spec).to_dict(), sort_keys=True))
+def _n_params(kind: Kind, config: CompareConfig, spec: RunSpec) -> int:
+    mc = kind.model_config(config, spec)
+    return _count_for(type(mc).__name__, json.dumps(mc.to_dict(), sort_keys=True))
 
 
 @functools.lru_cache(maxsize=64)
-def _count_for(config_json: str) -> int:
-    from gpam.models.config import LMConfig
-    from gpam.models.lm import TransformerLM
+def _count_for(config_type: str, config_json: str) -> int:
+    from gpam.models import LMConfig, Seq2SeqConfig, Seq2SeqTransformer, TransformerLM
 
+    cfg_cls, model_cls = {
+        "LMConfig": (LMConfig, TransformerLM),
+        "Seq2SeqConfig": (Seq2SeqConfig, Seq2SeqTransformer),
+    }[config_type]
     # built on CPU: the models compared here are small, and meta-device init is slower
-    return count_parameters(TransformerLM(LMConfig.from_dict(json.loads(config_json))))
+    return measure.count_parameters(model_cls(cfg_cls.from_dict(json.loads(config_json))))
 
 
-def matched_d_ff(config: CompareConfig, task: Task) -> int:
+def matched_d_ff(config: CompareConfig, kind: Kind) -> int:
     """Feed-forward width that brings a softmax model closest to (not below) daGPAM's size."""
-    lam = config.lam_negs[0]
-    target = _n_params(config, task, RunSpec("dagpam", "dagpam", 0, lam, config.d_ff))
+    target = _n_params(kind, config, first_dagpam(config))
     base_ff = config.d_ff or 4 * config.d_model
-    p0 = _n_params(config, task, RunSpec("s", "softmax", 0, None, base_ff))
-    p1 = _n_params(config, task, RunSpec("s", "softmax", 0, None, base_ff + 1))
-    per_unit = p1 - p0
-    return base_ff + max(0, math.ceil((target - p0) / per_unit))
+    p0 = _n_params(kind, config, RunSpec("s", "softmax", 0, None, base_ff))
+    p1 = _n_params(kind, config, RunSpec("s", "softmax", 0, None, base_ff + 1))
+    return base_ff + max(0, math.ceil((target - p0) / (p1 - p0)))
 
 
-def _run_hash(config: CompareConfig, task: Task, spec: RunSpec) -> str:
+def run_hash(config: CompareConfig, kind: Kind, spec: RunSpec) -> str:
+    """What a finished run depends on: task data, model config, training settings, seed."""
+    train = dataclasses.asdict(config.train)
+    train.pop("device", None)
     shared = {
+        "engine": "gpam.train.train_loop/2",
         "kind": config.kind,
-        "task": task.describe(),
-        "model": model_config(config, task, spec).to_dict(),
-        "train": dataclasses.asdict(config.train),
+        "task": kind.describe(),
+        "model": kind.model_config(config, spec).to_dict(),
+        "train": train,
         "seed": spec.seed,
     }
-    shared["train"].pop("device", None)
     return hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_results(out: Path) -> dict[str, Any]:
-    """``results.json`` in ``out``, or an empty results document."""
+    """``results.json`` in ``out``, or an empty results document (an older schema's runs are
+    dropped: they were trained by another engine)."""
     path = Path(out) / "results.json"
     if path.is_file():
         data = json.loads(path.read_text())
-        if data.get("schema") != SCHEMA:
+        if not str(data.get("schema", "")).startswith("gpam.compare/"):
             raise ValueError(f"out: {path} is not a gpam compare results file")
-        return data
+        if data["schema"] == SCHEMA:
+            return data
     return {"schema": SCHEMA, "runs": {}}
 
 
+def _prepare_run_dir(run_dir: Path, h: str) -> bool:
+    """Make ``run_dir`` hold this run (hash ``h``); True when a checkpoint to resume is there."""
+    from gpam.train.checkpoint import latest_checkpoint
+
+    marker = run_dir / "run.json"
+    if run_dir.exists():
+        same = marker.is_file() and json.loads(marker.read_text()).get("run_hash") == h
+        if same and latest_checkpoint(run_dir / "checkpoints") is not None:
+            return True
+        shutil.rmtree(run_dir)  # another setting, or nothing to resume: start again
+    run_dir.mkdir(parents=True)
+    atomic_write_json(marker, {"run_hash": h})
+    return False
+
+
+def train_one(
+    config: CompareConfig, kind: Kind, spec: RunSpec, run_dir: Path, h: str
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train (or finish) one run with the engine; returns the model and its measurements."""
+    from gpam.train.distributed import DistInfo
+    from gpam.train.loop import train_loop
+
+    dev = check_device(config.train.device)
+    resume = _prepare_run_dir(run_dir, h)
+    mc = kind.model_config(config, spec)
+    torch.manual_seed(spec.seed)
+    model = kind.build(mc).to(dev)
+    task = kind.engine_task(config, spec.seed, dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+        act, memory_method = 0, "cuda max_memory_allocated"
+    else:
+        first, _ = task.batch({})
+        act = measure.activation_bytes(model, lambda m, b: task.loss(m, b)[0], first)
+        memory_method = "cpu estimate: params+grads+AdamW state+saved activations of one step"
+    res = train_loop(
+        model,
+        task,
+        kind.tokenizer,
+        config.train.train_config(spec.seed),
+        run_dir,
+        DistInfo(),
+        dev,
+        resume=resume,
+        quiet=True,
+    )
+    peak = (
+        torch.cuda.max_memory_allocated(dev)
+        if dev.type == "cuda"
+        else measure.state_bytes(model) + act
+    )
+    metric_key = f"val_{kind.metric}"
+    curve = [
+        {
+            "step": r["step"],
+            "elapsed_s": r.get("elapsed", math.nan),
+            "train_loss": r.get("loss", math.nan),
+            "val_loss": r["val_loss"],
+            **({"val_metric": r[metric_key]} if metric_key in r else {}),
+        }
+        for r in res["history"]
+        if "val_loss" in r
+    ]
+    return model, {
+        "final_metric": kind.final_metric(model, res, dev),
+        "final_loss": res["final_val_loss"],
+        "steps": res["steps"],
+        "stopped": res["stopped"],
+        "wall_s": res["wall_s"],
+        "train_s": res["elapsed_s"],
+        "budget_clock": res["budget_clock"],
+        "time_per_step_ms": res["step_time_ms"],
+        "peak_memory_mb": peak / 2**20,
+        "memory_method": memory_method,
+        "rank_collapse": kind.rank_collapse(model, task),
+        "curve": curve,
+    }
+
+
 def run_compare(
-    config: CompareConfig, task: Task, out: str | os.PathLike, progress: bool = True
+    config: CompareConfig, task: Any, out: str | os.PathLike, progress: bool = True
 ) -> dict[str, Any]:
-    """Train the grid (skipping runs already finished in ``out``), then write the report.
+    """Train the grid on ``task`` (a synthetic task or a :class:`gpam.data.lm.LMCorpus`),
+    skipping runs already finished in ``out`` with the same settings, then write the report.
 
     Returns the results document (also in ``out/results.json``).
     """
+    return run_grid(config, as_kind(task), out, progress)
+
+
+def run_grid(
+    config: CompareConfig, kind: Kind, out: str | os.PathLike, progress: bool = True
+) -> dict[str, Any]:
+    """:func:`run_compare` for any :class:`gpam.compare.kinds.Kind`."""
     config.validate()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = load_results(out)
-    results["kind"] = config.kind
-    results["task"] = task.describe()
-    results["config"] = config.to_dict()
+    results.update(kind=config.kind, task=kind.describe(), config=config.to_dict())
     runs: dict[str, Any] = results.setdefault("runs", {})
-    specs = grid(config, task)
-    matched_ff = next((s.d_ff for s in specs if s.label == MATCHED), None)
-    softmax_params = _n_params(config, task, RunSpec("softmax", "softmax", 0, None, config.d_ff))
+    matched_ff = matched_d_ff(config, kind) if config.match_params else None
+    specs = grid(config, matched_ff)
+    softmax_params = _n_params(kind, config, RunSpec("softmax", "softmax", 0, None, config.d_ff))
     todo = []
     for spec in specs:
-        h = _run_hash(config, task, spec)
+        h = run_hash(config, kind, spec)
         done = runs.get(spec.key)
-        if done and done.get("status") == "done" and done.get("run_hash") == h:
-            continue
-        todo.append((spec, h))
-    bar = tqdm(todo, desc="compare", unit="run", disable=not progress)
+        if not (done and done.get("status") == "done" and done.get("run_hash") == h):
+            todo.append((spec, h))
+    bar = tqdm(todo, desc=f"compare {config.kind}", unit="run", disable=not progress)
     for spec, h in bar:
         bar.set_postfix_str(spec.key)
-        model = build_model(config, task, spec)
-        n_params = count_parameters(model)
-        outcome = train_run(model, task, config.train, seed=spec.seed)
-        record = {
+        run_dir = out / "runs" / spec.folder
+        model, measured = train_one(config, kind, spec, run_dir, h)
+        n_params = measure.count_parameters(model)
+        mc = kind.model_config(config, spec)
+        runs[spec.key] = {
             "label": spec.label,
             "attention": spec.attention,
             "seed": spec.seed,
             "lam_neg": spec.lam_neg,
+            "options": spec.options,
             "status": "done",
             "run_hash": h,
-            "metric": task.metric,
+            "metric": kind.metric,
             "params": n_params,
             "overhead_pct": 100.0 * (n_params - softmax_params) / softmax_params,
-            "model_config": model_config(config, task, spec).to_dict(),
-            **outcome.to_dict(),
+            "model_config": mc.to_dict(),
+            "run_dir": str(run_dir),
+            **measured,
         }
         if config.save_models:
             from gpam.models.io import save_pretrained
 
-            save_pretrained(model, out / "models" / spec.key.replace("/", "_"))
-        runs[spec.key] = record
-        results["summary"] = summarize_runs(runs, config, task, matched_ff)
+            mdir = out / "models" / spec.folder
+            save_pretrained(model, mdir)
+            if kind.tokenizer is not None:
+                kind.tokenizer.save(mdir / "tokenizer.json")
+        results["summary"] = summarize_runs(runs, config, kind.metric, matched_ff)
         atomic_write_json(out / "results.json", results)
-    results["summary"] = summarize_runs(runs, config, task, matched_ff)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the run is recorded
+    results["summary"] = summarize_runs(runs, config, kind.metric, matched_ff)
     atomic_write_json(out / "results.json", results)
     from gpam.compare.report import write_report
 
@@ -276,10 +273,10 @@ def curve_mean(run: dict[str, Any]) -> float | None:
 
 
 def summarize_runs(
-    runs: dict[str, Any], config: CompareConfig, task: Task, matched_ff: int | None = None
+    runs: dict[str, Any], config: CompareConfig, metric: str, matched_ff: int | None = None
 ) -> dict[str, Any]:
     """Per-label statistics, paired differences to softmax, rank collapse vs metric."""
-    specs = grid(config, task, matched_ff)
+    specs = grid(config, matched_ff)
     wanted = {s.key for s in specs}
     chosen = [r for k, r in runs.items() if k in wanted and r.get("status") == "done"]
     labels: list[str] = []
@@ -320,8 +317,8 @@ def summarize_runs(
         rows.append(row)
     corr = correlation([r["rank_collapse"] for r in chosen], [r["final_metric"] for r in chosen])
     return {
-        "metric": task.metric,
-        "higher_is_better": task.metric != "perplexity",
+        "metric": metric,
+        "higher_is_better": metric not in ("perplexity",),
         "n_runs_done": len(chosen),
         "n_runs_planned": len(wanted),
         "variants": rows,

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from gpam._io import atomic_write_json
 from gpam.hf._compat import require_transformers
@@ -45,7 +43,10 @@ def evaluate_lm_loss(
     batch_size: int = 8,
     max_batches: int | None = 20,
 ) -> float:
-    """Mean next-token loss (nats) over consecutive non-overlapping windows of ``ids (N,)``."""
+    """Mean next-token loss (nats/token) over consecutive non-overlapping windows of ``ids (N,)``
+    (full windows only; at most ``max_batches`` batches)."""
+    from gpam.train.loop import summed_nll
+
     _check_ids("ids", ids, seq_len)
     was_training = model.training
     model.eval()
@@ -58,10 +59,48 @@ def evaluate_lm_loss(
             break
         s = starts[i : i + batch_size]
         batch = torch.stack([ids[j : j + seq_len + 1] for j in s.tolist()]).to(device)
-        total += _lm_loss(model, batch).item() * len(s)
-        count += len(s)
+        t, c = summed_nll(model(input_ids=batch[:, :-1]).logits, batch[:, 1:])
+        total, count = total + t, count + c
     model.train(was_training)
     return total / count
+
+
+class HFLMTask:
+    """The engine task of a Hugging Face causal LM: random windows of the training ids (the
+    ``gpam.data.lm.LMStream`` of ``gpam train lm``), next-token loss, windowed validation."""
+
+    def __init__(
+        self,
+        train_ids: Tensor,
+        val_ids: Tensor,
+        seq_len: int,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        eval_batches: int | None,
+    ) -> None:
+        from gpam.data.lm import LMStream
+
+        self.stream = LMStream(train_ids, seq_len, batch_size, seed)
+        self.val_ids, self.seq_len, self.batch_size = val_ids, seq_len, batch_size
+        self.device, self.eval_batches = device, eval_batches
+
+    def batch(self, pos: dict[str, int]) -> tuple[Tensor, dict[str, int]]:
+        i = pos.get("batch", 0)
+        x, y = self.stream.batch(i)
+        return torch.cat([x, y[:, -1:]], dim=1).to(self.device), {"batch": i + 1}
+
+    def loss(self, model: nn.Module, batch: Tensor) -> tuple[Tensor, int]:
+        return _lm_loss(model, batch), batch[:, 1:].numel()
+
+    def validate(self, model: nn.Module) -> float:
+        return evaluate_lm_loss(
+            model,
+            self.val_ids,
+            seq_len=self.seq_len,
+            batch_size=self.batch_size,
+            max_batches=self.eval_batches,
+        )
 
 
 def finetune(
@@ -78,12 +117,24 @@ def finetune(
     eval_batches: int | None = 20,
     seed: int = 0,
     progress: bool = True,
+    warmup: int = 0,
+    schedule: str = "constant",
+    clip: float = 0.0,
+    bf16: bool = False,
+    time_budget: float | None = None,
+    budget_clock: str = "wall",
+    accum: int = 1,
 ) -> dict[str, Any]:
-    """Fine-tune a (converted) causal LM with AdamW on random windows of ``train_ids (N,)``.
+    """Fine-tune a (converted) causal LM on random windows of ``train_ids (N,)`` with the gpam
+    training engine (:func:`gpam.train.train_loop`: AdamW with the one weight-decay policy,
+    warmup + ``schedule``, clipping, bf16 autocast, time budget; the model stays on its device).
 
     ``trainable="gpam"`` trains only the parameters ``convert`` added. Returns validation loss
     before and after (nats/token, on ``val_ids``), the training-loss curve, final lambdas, time.
     """
+    from gpam.train.distributed import DistInfo
+    from gpam.train.loop import TrainConfig, train_loop
+
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -96,38 +147,48 @@ def finetune(
         raise ValueError(f"trainable must be one of {TRAINABLE}, got {trainable!r}")
     _check_ids("train_ids", train_ids, seq_len)
     _check_ids("val_ids", val_ids, seq_len)
-    params = gpam_parameters(model) if trainable == "gpam" else list(model.parameters())
-    if not params:
+    keep = set(map(id, gpam_parameters(model))) if trainable == "gpam" else None
+    if keep is not None and not keep:
         raise ValueError("trainable='gpam' but the model has no gpam parameters (convert it first)")
+    cfg = TrainConfig(
+        steps=steps,
+        time_budget=time_budget,
+        budget_clock=budget_clock,
+        lr=float(lr),
+        warmup=warmup,
+        schedule=schedule,
+        weight_decay=weight_decay,
+        clip=clip,
+        accum=accum,
+        bf16=bf16,
+        eval_every=steps,
+        log_every=1,
+        checkpoint_every=steps,
+        seed=seed,
+    )
     device = next(model.parameters()).device
-    gen = torch.Generator().manual_seed(seed)
-    before = evaluate_lm_loss(
-        model, val_ids, seq_len=seq_len, batch_size=batch_size, max_batches=eval_batches
-    )
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    model.train()
-    losses: list[float] = []
-    t0 = time.perf_counter()
-    for _ in tqdm(range(steps), desc="finetune", disable=not progress):
-        starts = torch.randint(0, train_ids.numel() - seq_len, (batch_size,), generator=gen)
-        batch = torch.stack([train_ids[s : s + seq_len + 1] for s in starts.tolist()]).to(device)
-        loss = _lm_loss(model, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    seconds = time.perf_counter() - t0
+    task = HFLMTask(train_ids, val_ids, seq_len, batch_size, seed, device, eval_batches)
+    before = task.validate(model)
+    frozen = [p for p in model.parameters() if keep is not None and id(p) not in keep]
+    flags = [p.requires_grad for p in frozen]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        res = train_loop(model, task, None, cfg, None, DistInfo(), device, quiet=not progress)
+    finally:
+        for p, f in zip(frozen, flags):
+            p.requires_grad_(f)
     model.eval()
-    after = evaluate_lm_loss(
-        model, val_ids, seq_len=seq_len, batch_size=batch_size, max_batches=eval_batches
-    )
     return {
         "val_loss_before": before,
-        "val_loss_after": after,
-        "train_losses": losses,
-        "steps": steps,
-        "seconds": seconds,
+        "val_loss_after": res["final_val_loss"],
+        "train_losses": [r["loss"] for r in res["history"] if "loss" in r],
+        "steps": res["steps"],
+        "stopped": res["stopped"],
+        "seconds": res["wall_s"],
+        "train_seconds": res["elapsed_s"],
         "lambdas": lambdas(model),
+        "train_config": res["train_config"],
     }
 
 
@@ -158,6 +219,8 @@ def finetune_text(
     learnable_lambda: bool = True,
     neg_query: str = "linear",
     val_fraction: float = 0.1,
+    device: str = "cpu",
+    skip_bad: bool = False,
     **finetune_kwargs: Any,
 ) -> dict[str, Any]:
     """Fine-tune the causal LM in ``model_dir`` on a plain-text file; save it to ``out_dir``.
@@ -165,7 +228,10 @@ def finetune_text(
     A model already converted (``config.json`` has a ``gpam`` entry) is loaded with
     :func:`load_converted`; any other is loaded with ``AutoModelForCausalLM`` and converted with
     the given settings. The tokenizer must be in ``model_dir`` (``AutoTokenizer``). The last
-    ``val_fraction`` of the text is the validation split. Writes the model + tokenizer
+    ``val_fraction`` of the token stream is the validation split (the text is read as by
+    ``gpam train lm``: UTF-8 checked, ``skip_bad`` skips bad lines; the model's own tokenizer
+    encodes it as one string, as it was pretrained). ``device``: where it trains;
+    ``finetune_kwargs`` go to :func:`finetune`. Writes the model + tokenizer
     (safetensors) and ``metrics.json`` to ``out_dir``; returns the metrics.
     """
     transformers = require_transformers()
@@ -193,12 +259,15 @@ def finetune_text(
             learnable_lambda=learnable_lambda,
             neg_query=neg_query,
         )
-    text = text_file.read_text(encoding="utf-8")
+    from gpam.data.text import read_text
+
+    model.to(torch.device(device))
+    text, _ = read_text(text_file, skip_bad=skip_bad)
     ids = torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)
     cut = int(ids.numel() * (1.0 - val_fraction))
     metrics = finetune(model, ids[:cut], ids[cut:], **finetune_kwargs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
+    model.to("cpu").save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     metrics = {
         **metrics,

@@ -1,4 +1,6 @@
-"""gpam.train: training loop, schedules, checkpoints with exact resume, DDP, evaluation
+"""gpam.train: the one training engine (:func:`train_loop`, used by ``gpam train``, every
+``gpam compare`` kind and ``gpam.hf.finetune``), its weight-decay policy
+(:func:`parameter_groups`), schedules, checkpoints with exact resume, DDP, evaluation
 (perplexity, bits per character, BLEU / chrF), sampling and translation."""
 
 from gpam.train.evaluate import (
@@ -11,15 +13,19 @@ from gpam.train.evaluate import (
 from gpam.train.lm import LMDataOptions, train_lm
 from gpam.train.loop import TrainConfig, train_loop
 from gpam.train.nmt import NMTDataOptions, train_nmt
+from gpam.train.params import parameter_groups
+from gpam.train.synthetic import SyntheticTrainTask
 
 __all__ = [
     "LMDataOptions",
     "NMTDataOptions",
+    "SyntheticTrainTask",
     "TrainConfig",
     "evaluate_lm",
     "evaluate_nmt",
     "generate_text",
     "load_model",
+    "parameter_groups",
     "train_lm",
     "train_loop",
     "train_nmt",

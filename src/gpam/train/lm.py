@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import math
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,32 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gpam.data.lm import LMStream, encode_corpus, eval_windows
-from gpam.data.text import read_lines, read_text, split_text
-from gpam.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+from gpam.data.lm import LMDataOptions, LMStream, eval_windows, prepare_lm_corpus
+from gpam.data.tokenizer import Tokenizer, load_tokenizer
 from gpam.train.distributed import DistInfo, cleanup, setup_distributed
-from gpam.train.loop import TrainConfig, summed_nll, train_loop
+from gpam.train.loop import TrainConfig, nats_to_ppl, summed_nll, train_loop
 from gpam.train.report import params_line, plot_loss, write_report
-
-
-@dataclass
-class LMDataOptions:
-    """Where the LM text comes from and how it is tokenised."""
-
-    train: str | None = None
-    valid: str | None = None
-    holdout_fraction: float = 0.1
-    hf_dataset: str | None = None
-    hf_config: str | None = None
-    hf_column: str = "text"
-    hf_data_files: Any = None
-    tokenizer: str = "char"
-    vocab_size: int | None = None
-    min_freq: int = 1
-    skip_bad: bool = False
-    seq_len: int = 128
-    batch_size: int = 32
-    max_eval_tokens: int | None = 200_000
 
 
 def seed_everything(seed: int) -> None:
@@ -47,73 +26,12 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def load_lm_texts(d: LMDataOptions) -> tuple[Any, Any, list[str]]:
-    """(train corpus, validation corpus, notes on skipped lines); str for char, lines otherwise."""
-    notes: list[str] = []
-    char = d.tokenizer == "char"
-    if d.hf_dataset:
-        tr = load_hf(d, "train")
-        if d.valid:
-            va, s = read_lines(d.valid, skip_bad=d.skip_bad)
-            notes.append(s.summary())
-        else:
-            try:
-                va = load_hf(d, "validation")
-            except ValueError:  # no validation split: hold out the end of train instead
-                va = []
-        if char:
-            tr, va = "\n".join(tr), "\n".join(va)
-        if not va:
-            tr, va = _holdout(tr, d.holdout_fraction)
-            notes.append(f"validation = last {d.holdout_fraction:g} of the training split")
-        return tr, va, notes
-    if not d.train:
-        raise ValueError("give a training text file (--train FILE) or --hf-dataset NAME")
-    if char:
-        tr, s = read_text(d.train, skip_bad=d.skip_bad)
-    else:
-        tr, s = read_lines(d.train, skip_bad=d.skip_bad)
-    notes.append(s.summary())
-    if d.valid:
-        if char:
-            va, s = read_text(d.valid, skip_bad=d.skip_bad)
-        else:
-            va, s = read_lines(d.valid, skip_bad=d.skip_bad)
-        notes.append(s.summary())
-    else:
-        tr, va = _holdout(tr, d.holdout_fraction)
-        notes.append(f"validation = last {d.holdout_fraction:g} of the training text")
-    return tr, va, notes
-
-
-def load_hf(d: LMDataOptions, split: str) -> list[str]:
-    """Lines of a HF split, empty lines dropped."""
-    from gpam.data.hf import load_hf_lines
-
-    lines = load_hf_lines(
-        d.hf_dataset,
-        config=d.hf_config,
-        split=split,
-        column=d.hf_column,
-        data_files=d.hf_data_files,
-    )
-    return [ln for ln in lines if ln.strip()]
-
-
-def _holdout(corpus: Any, fraction: float) -> tuple[Any, Any]:
-    if isinstance(corpus, str):
-        a, b = split_text(corpus, 1.0 - fraction)
-        return a, b
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"holdout_fraction must be in (0, 1), got {fraction}")
-    cut = int(len(corpus) * (1.0 - fraction))
-    if cut < 1 or cut >= len(corpus):
-        raise ValueError(f"training text has too few lines ({len(corpus)}) to hold out {fraction}")
-    return corpus[:cut], corpus[cut:]
+__all__ = ["LMDataOptions", "LMTask", "lm_loss", "seed_everything", "train_lm"]
 
 
 class LMTask:
-    """Training batches, loss and validation for a language model."""
+    """Training batches, loss and validation (loss and perplexity) for a language model:
+    the engine task of ``gpam train lm`` and ``gpam compare lm``."""
 
     def __init__(
         self,
@@ -139,8 +57,8 @@ class LMTask:
             logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1)
         ), y.numel()
 
-    def validate(self, model: nn.Module) -> float:
-        return lm_loss(
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        loss = lm_loss(
             model,
             self.val_ids,
             self.d.seq_len,
@@ -148,6 +66,7 @@ class LMTask:
             self.device,
             self.d.max_eval_tokens,
         )
+        return {"loss": loss, "perplexity": nats_to_ppl(loss)}
 
 
 @torch.no_grad()
@@ -187,16 +106,17 @@ def train_lm(
     out = Path(out)
     try:
         seed_everything(cfg.seed)
-        tr, va, notes = load_lm_texts(d)
         ck = latest_checkpoint(out / "checkpoints") if resume else None
         if resume and ck is None:
             raise FileNotFoundError(f"--resume: no checkpoint in {out / 'checkpoints'}")
-        if ck is not None:
-            tok: Tokenizer = load_tokenizer(ck / "tokenizer.json")
-        else:
-            texts = [tr] if isinstance(tr, str) else tr
-            tok = train_tokenizer(d.tokenizer, texts, d.vocab_size, d.min_freq)
-        train_ids, val_ids = encode_corpus(tr, tok), encode_corpus(va, tok)
+        saved: Tokenizer | None = load_tokenizer(ck / "tokenizer.json") if ck else None
+        corpus = prepare_lm_corpus(d, saved)
+        tok, train_ids, val_ids, notes = (
+            corpus.tokenizer,
+            corpus.train_ids,
+            corpus.val_ids,
+            corpus.notes,
+        )
         kw = dict(model_kwargs)
         kw.setdefault("max_len", d.seq_len)
         mcfg = LMConfig(vocab_size=tok.vocab_size, **kw)
@@ -218,7 +138,7 @@ def train_lm(
             world_size=dist.world_size,
         )
         if res["final_val_loss"] is not None and tok.kind == "char":
-            res["final_val_bpc"] = res["final_val_loss"] / float(np.log(2))
+            res["final_val_bpc"] = res["final_val_loss"] / math.log(2)
         if dist.is_main:
             save_pretrained(model, out / "model")
             tok.save(out / "model" / "tokenizer.json")

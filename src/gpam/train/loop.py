@@ -197,12 +197,16 @@ def train_loop(
     resume: bool = False,
     on_step: Callable[[int], None] | None = None,
     quiet: bool = False,
+    after_backward: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` (already on ``device``) and return the final summary dict.
 
     Writes ``out/log.jsonl`` and ``out/checkpoints/`` (rank 0; nothing when ``out`` is None:
     no checkpoints, no resume). ``on_step(step)`` is called after each optimiser step (after any
-    checkpoint) - tests use it to kill the process. Only parameters with ``requires_grad`` train.
+    checkpoint) - tests use it to kill the process. ``after_backward(step)`` is called once the
+    gradients of a step are complete, before clipping and the update (for analyses that read
+    gradients). A non-finite training loss stops the run (``stopped == "diverged"``) before
+    its update. Only parameters with ``requires_grad`` train.
     """
     from tqdm.auto import tqdm
 
@@ -279,10 +283,17 @@ def train_loop(
                 (loss.float() / cfg.accum).backward()
                 step_loss += float(loss.detach()) * ntok
                 step_tok += ntok
+            if after_backward is not None:
+                after_backward(step)
             gnorm = nn.utils.clip_grad_norm_(
                 [p for p in model.parameters() if p.grad is not None], cfg.clip or float("inf")
             )
-            opt.step()
+            # DDP averages gradients, so a non-finite norm is seen by every rank alike
+            diverged = not math.isfinite(float(gnorm)) or (
+                dist.world_size == 1 and not math.isfinite(step_loss)
+            )
+            if not diverged:
+                opt.step()
             opt.zero_grad(set_to_none=True)
             clock.stop()
             # one all-reduce: tokens and loss of every rank (NMT batches differ), rank 0's clock
@@ -307,6 +318,8 @@ def train_loop(
                 }
                 run_loss, run_tok = 0.0, 0.0
                 bar.set_postfix(loss=f"{row['loss']:.3f}")
+            if diverged:
+                st["stopped"] = "diverged"
             out_of_time = bool(cfg.time_budget and st["elapsed"] >= cfg.time_budget)
             last = step == cfg.steps or out_of_time
             if step % cfg.eval_every == 0 or last:

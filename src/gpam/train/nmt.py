@@ -17,7 +17,7 @@ from gpam.data.pairs import PairBatcher, encode_pairs, read_pairs
 from gpam.data.tokenizer import PAD_ID, Tokenizer, load_tokenizer, train_tokenizer
 from gpam.train.distributed import DistInfo, cleanup, setup_distributed
 from gpam.train.lm import seed_everything
-from gpam.train.loop import TrainConfig, summed_nll, train_loop
+from gpam.train.loop import TrainConfig, nats_to_ppl, summed_nll, train_loop
 from gpam.train.report import params_line, plot_loss, write_report
 
 
@@ -116,7 +116,7 @@ class NMTTask:
         return loss, int((b["tgt_out"] != PAD_ID).sum())
 
     @torch.no_grad()
-    def validate(self, model: nn.Module) -> float:
+    def validate(self, model: nn.Module) -> dict[str, float]:
         model.eval()
         total, n = 0.0, 0
         for idx in self.valid.epoch_batches(0):
@@ -124,7 +124,7 @@ class NMTTask:
             logits = model(b["src"], b["tgt_in"], b["src_padding_mask"], b["tgt_padding_mask"])
             batch_total, batch_n = summed_nll(logits, b["tgt_out"], ignore_index=PAD_ID)
             total, n = total + batch_total, n + batch_n
-        return total / n
+        return {"loss": total / n, "perplexity": nats_to_ppl(total / n)}
 
 
 def train_nmt(
