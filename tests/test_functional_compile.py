@@ -86,3 +86,15 @@ def test_debug_checks_switch(monkeypatch):
     monkeypatch.setattr("gpam.functional._checks._compiling", lambda: True)
     monkeypatch.setenv("GPAM_DEBUG_CHECKS", "1")
     assert not data_checks_enabled(t)  # never while tracing
+
+
+def test_sigmoid_bias_tensor_compiles():
+    """A tensor bias is checked for finiteness in CPU eager mode only (no sync when compiled)."""
+    torch._dynamo.reset()
+    q, k, v = (torch.randn(1, 2, 4, 8) for _ in range(3))
+    bias = torch.full((1, 2, 4, 1), -1.5)
+    fn = GF.sigmoid_attention
+    got = torch.compile(fn, fullgraph=True, backend="aot_eager")(q, k, v, bias=bias)
+    torch.testing.assert_close(got, fn(q, k, v, bias=bias))
+    with pytest.raises(ValueError, match="finite"):
+        fn(q, k, v, bias=bias.masked_fill(bias < 0, float("inf")))

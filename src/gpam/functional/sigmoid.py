@@ -10,6 +10,7 @@ from torch import Tensor
 from gpam.functional._checks import (
     check_dropout,
     check_qkv,
+    data_checks_enabled,
     default_scale,
     dropout,
     expand_kv,
@@ -48,7 +49,8 @@ def sigmoid_attention(
             visible = m.keep.sum(-1, keepdim=True, dtype=q.dtype)
             bias = -torch.log(visible.clamp_min(1.0))
     elif isinstance(bias, Tensor):
-        if not bias.is_floating_point() or not bool(torch.isfinite(bias).all()):
+        finite = not data_checks_enabled(bias) or bool(torch.isfinite(bias).all())  # no sync on GPU
+        if not bias.is_floating_point() or not finite:
             raise ValueError("bias must be a finite floating-point tensor, a number or None")
         bias = bias.to(q.dtype)
     elif isinstance(bias, bool) or not isinstance(bias, (int, float)) or not math.isfinite(bias):
