@@ -206,3 +206,23 @@ def test_learnable_lambdas_follow_device_and_stay_float32(mode: str) -> None:
     assert mha.q_proj.weight.dtype == torch.float64
     x = torch.randn(2, 4, E, dtype=torch.float64)
     assert mha(x, is_causal=True).dtype == torch.float64
+
+
+@pytest.mark.parametrize("mode", ["head", "token"])
+def test_half_precision_keeps_lambdas_float32(mode: str) -> None:
+    mha = gpam.MultiheadAttention(E, H, lambda_mode=mode).to(torch.bfloat16)
+    assert mha.q_proj.weight.dtype == torch.bfloat16
+    lam = [p for n, p in mha.named_parameters() if "lam" in n]
+    assert lam and all(p.dtype == torch.float32 for p in lam)
+    x = torch.randn(2, 5, E, dtype=torch.bfloat16)
+    out = mha(x, is_causal=True)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    out.float().sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in lam)
+    mha.double()  # upcasting is allowed: float64 layers keep float64 lambdas
+    assert all(p.dtype == torch.float64 for n, p in mha.named_parameters() if "lam" in n)
+
+
+def test_from_torch_refuses_diff2() -> None:
+    with pytest.raises(ValueError, match="diff2"):
+        gpam.MultiheadAttention.from_torch(nn.MultiheadAttention(E, H), attention="diff2")

@@ -55,8 +55,9 @@ class MultiheadAttention(nn.Module):
             input, weight 0 and bias ``lam_neg`` at start, so it starts exactly at ``lam_neg``,
             0 included; kept >= 0 as below; affine: ``lam_pos = 1 + lam_neg(x)`` per token;
             ``affine=False`` keeps ``lam_pos`` fixed). Learnable lambdas (per-head parameters
-            and the token map) are created in float32 on ``device`` whatever ``dtype`` is; the
-            token map is applied to the input cast to float32.
+            and the token map) are created in float32 on ``device`` whatever ``dtype`` is, and
+            never cast below float32 (``.half()``/``.to(torch.bfloat16)`` leave them float32;
+            ``.double()`` upcasts); the token map is applied to the input cast to its dtype.
         learnable_lambda: ``True`` is an alias of ``lambda_mode="head"``.
         lambda_param: how learnable lambdas stay >= 0: ``"clamp"`` (default; the raw value is
             lambda itself, used as ``max(lambda, 0)`` with a straight-through gradient, so it can
@@ -211,10 +212,27 @@ class MultiheadAttention(nn.Module):
             return torch.sigmoid(raw)
         return raw + (raw.clamp_min(0.0) - raw).detach()  # max(raw, 0) with identity gradient
 
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        """``nn.Module._apply``; learnable daGPAM lambdas never drop below float32 (``.half()``,
+        ``.to(torch.bfloat16)``), so small updates to them are not rounded away."""
+        super()._apply(fn, recurse)
+        if self.attention == "dagpam":
+            proj = getattr(self, "lambda_proj", None)
+            extra = [] if proj is None else list(proj.parameters())
+            for t in [getattr(self, n, None) for n in ("lam_neg_param", "lam_pos_param")] + extra:
+                if t is not None and t.dtype in (torch.float16, torch.bfloat16):
+                    t.data = t.data.float()
+        return self
+
     @classmethod
     def from_torch(cls, module: nn.MultiheadAttention, **kwargs: Any) -> MultiheadAttention:
         """Build a gpam layer with the weights of a ``torch.nn.MultiheadAttention``."""
         e, h = module.embed_dim, module.num_heads
+        if kwargs.get("attention") == "diff2":
+            raise ValueError(
+                "from_torch cannot build attention='diff2': its query projection is E -> 2E "
+                "(2H query heads), which a torch.nn.MultiheadAttention does not have"
+            )
         bias = module.in_proj_bias is not None
         kwargs.setdefault("dropout", module.dropout)
         ref = module.out_proj.weight
