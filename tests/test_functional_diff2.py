@@ -89,7 +89,7 @@ def test_diff2_folded_groups_equal_enable_gqa(mask: str, monkeypatch) -> None:
     inputs = make_inputs("diff2", b, h, lq, lk, d, h_kv=hkv, generator=torch.Generator())
     lam = token_lam(b, h, lq)
     want = GF.diff2_attention(*inputs.values(), lam=lam, **kw)
-    monkeypatch.setattr(diff2_mod, "sdpa_has_gqa", lambda: False)
+    monkeypatch.setattr(diff2_mod, "SDPA_GQA", False)
     calls = []
     fold = diff2_mod.fold_groups
     monkeypatch.setattr(diff2_mod, "fold_groups", lambda *a: calls.append(1) or fold(*a))

@@ -8,8 +8,6 @@ layer computes ``sigmoid(lambda_proj(x))``), so rows of W sum to ``1 - lam``. Th
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -25,16 +23,8 @@ from gpam.functional._checks import (
 )
 from gpam.functional.lambdas import check_token_lambda
 
-
-@functools.cache
-def sdpa_has_gqa() -> bool:
-    """Whether this torch's SDPA takes ``enable_gqa`` (grouped K/V heads without a copy)."""
-    try:
-        x = torch.zeros(1, 2, 1, 2)
-        F.scaled_dot_product_attention(x, x[:, :1], x[:, :1], enable_gqa=True)
-    except (TypeError, RuntimeError):
-        return False
-    return True
+#: whether this torch's SDPA takes ``enable_gqa`` (grouped K/V heads without a copy; torch >= 2.5)
+SDPA_GQA: bool = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)
 
 
 def diff2_attention(
@@ -101,7 +91,7 @@ def _one_call(
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal, scale=s
         )
-    if sdpa_has_gqa():
+    if SDPA_GQA:
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal, scale=s, enable_gqa=True
         )
