@@ -45,24 +45,18 @@ def evaluate_lm_loss(
 ) -> float:
     """Mean next-token loss (nats/token) over consecutive non-overlapping windows of ``ids (N,)``
     (full windows only; at most ``max_batches`` batches)."""
-    from gpam.train.loop import summed_nll
+    from gpam.train.lm import lm_loss
 
     _check_ids("ids", ids, seq_len)
     was_training = model.training
-    model.eval()
+    full = (ids.numel() - 1) // seq_len * seq_len  # whole windows only
+    cap = None if max_batches is None else max_batches * batch_size * seq_len
     device = next(model.parameters()).device
-    n = (ids.numel() - 1) // seq_len
-    starts = torch.arange(n) * seq_len
-    total, count = 0.0, 0
-    for i in range(0, n, batch_size):
-        if max_batches is not None and i // batch_size >= max_batches:
-            break
-        s = starts[i : i + batch_size]
-        batch = torch.stack([ids[j : j + seq_len + 1] for j in s.tolist()]).to(device)
-        t, c = summed_nll(model(input_ids=batch[:, :-1]).logits, batch[:, 1:])
-        total, count = total + t, count + c
+    loss = lm_loss(
+        model, ids[: full + 1], seq_len, batch_size, device, cap, lambda m, x: m(input_ids=x).logits
+    )
     model.train(was_training)
-    return total / count
+    return loss
 
 
 class HFLMTask:

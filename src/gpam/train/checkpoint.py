@@ -193,3 +193,16 @@ def load_checkpoint(
         )
     set_rng_state(mine, meta["rng"][rank], device)
     return meta["trainer"]
+
+
+def resume_tokenizer(out: Path, resume: bool) -> Tokenizer | None:
+    """The tokenizer of the run in ``out`` to resume (None when not resuming); FileNotFoundError
+    when ``resume`` but ``out`` holds no checkpoint."""
+    from gpam.data.tokenizer import load_tokenizer
+
+    if not resume:
+        return None
+    ck = latest_checkpoint(out / "checkpoints")
+    if ck is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {out / 'checkpoints'}")
+    return load_tokenizer(ck / "tokenizer.json")

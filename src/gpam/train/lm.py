@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gpam.data.lm import LMDataOptions, LMStream, eval_windows, prepare_lm_corpus
-from gpam.data.tokenizer import Tokenizer, load_tokenizer
+from gpam.train.checkpoint import resume_tokenizer
 from gpam.train.distributed import DistInfo, cleanup, setup_distributed
 from gpam.train.loop import TrainConfig, nats_to_ppl, summed_nll, train_loop
-from gpam.train.report import params_line, plot_loss, write_report
+from gpam.train.report import finish_run, params_line
 
 
 def seed_everything(seed: int) -> None:
@@ -77,12 +78,17 @@ def lm_loss(
     batch_size: int,
     device: torch.device,
     max_tokens: int | None = None,
+    logits_fn: Callable[[nn.Module, Tensor], Tensor] | None = None,
 ) -> float:
-    """Mean cross-entropy (nats/token) over non-overlapping windows of ``ids`` (N,)."""
+    """Mean cross-entropy (nats/token) over non-overlapping windows of ``ids`` (N,) (the model
+    is left in eval mode). ``logits_fn(model, x)`` gives the logits (default ``model(x)``;
+    Hugging Face models pass ``model(input_ids=x).logits``)."""
     model.eval()
     total, n = 0.0, 0
     for x, y in eval_windows(ids, seq_len, batch_size, max_tokens):
-        batch_total, batch_n = summed_nll(model(x.to(device)), y.to(device))
+        x = x.to(device)
+        logits = logits_fn(model, x) if logits_fn is not None else model(x)
+        batch_total, batch_n = summed_nll(logits, y.to(device))
         total, n = total + batch_total, n + batch_n
     return total / n
 
@@ -99,24 +105,14 @@ def train_lm(
 ) -> dict[str, Any]:
     """Train a language model; writes ``out/`` (model/, checkpoints/, log.jsonl, train.json,
     report.md, loss.png) and returns the summary dict (``final_val_loss`` etc.)."""
-    from gpam.models import LMConfig, TransformerLM, save_pretrained
-    from gpam.train.checkpoint import latest_checkpoint
+    from gpam.models import LMConfig, TransformerLM
 
     dist, dev = setup_distributed(device)
     out = Path(out)
     try:
         seed_everything(cfg.seed)
-        ck = latest_checkpoint(out / "checkpoints") if resume else None
-        if resume and ck is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {out / 'checkpoints'}")
-        saved: Tokenizer | None = load_tokenizer(ck / "tokenizer.json") if ck else None
-        corpus = prepare_lm_corpus(d, saved)
-        tok, train_ids, val_ids, notes = (
-            corpus.tokenizer,
-            corpus.train_ids,
-            corpus.val_ids,
-            corpus.notes,
-        )
+        corpus = prepare_lm_corpus(d, resume_tokenizer(out, resume))
+        tok, train_ids, val_ids = corpus.tokenizer, corpus.train_ids, corpus.val_ids
         kw = dict(model_kwargs)
         kw.setdefault("max_len", d.seq_len)
         mcfg = LMConfig(vocab_size=tok.vocab_size, **kw)
@@ -130,7 +126,7 @@ def train_lm(
             task="lm",
             parameters=rep,
             model_config=mcfg.to_dict(),
-            data_notes=notes,
+            data_notes=corpus.notes,
             tokenizer=tok.kind,
             vocab_size=tok.vocab_size,
             train_tokens=train_ids.numel(),
@@ -140,21 +136,11 @@ def train_lm(
         if res["final_val_loss"] is not None and tok.kind == "char":
             res["final_val_bpc"] = res["final_val_loss"] / math.log(2)
         if dist.is_main:
-            save_pretrained(model, out / "model")
-            tok.save(out / "model" / "tokenizer.json")
-            plot_loss(res["history"], out / "loss.png", f"LM, {mcfg.attention} attention")
-            v = res["final_val_loss"]
-            lines = [
-                f"attention: {mcfg.attention}; {params_line(rep)}",
-                f"steps: {res['steps']} ({res['stopped']}), {res['elapsed_s']:.1f} s, "
-                f"{res['tokens']:,} training tokens",
-                f"final validation loss: {v:.4f} nats/token" if v is not None else "no eval",
-                *notes,
-                "model: model/ (gpam.models.from_pretrained), curve: loss.png",
-            ]
-            if "final_val_bpc" in res:
-                lines.insert(3, f"final validation bits/char: {res['final_val_bpc']:.4f}")
-            write_report(out, "train", "gpam train lm", res, lines)
+            bpc = res.get("final_val_bpc")
+            extra = [f"final validation bits/char: {bpc:.4f}"] if bpc is not None else []
+            finish_run(
+                out, model, tok, res, "gpam train lm", mcfg.attention, "training tokens", extra
+            )
         return res
     finally:
         cleanup(dist)

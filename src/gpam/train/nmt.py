@@ -14,11 +14,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gpam.data.pairs import PairBatcher, encode_pairs, read_pairs
-from gpam.data.tokenizer import PAD_ID, Tokenizer, load_tokenizer, train_tokenizer
+from gpam.data.tokenizer import PAD_ID, train_tokenizer
+from gpam.train.checkpoint import resume_tokenizer
 from gpam.train.distributed import DistInfo, cleanup, setup_distributed
 from gpam.train.lm import seed_everything
 from gpam.train.loop import TrainConfig, nats_to_ppl, summed_nll, train_loop
-from gpam.train.report import params_line, plot_loss, write_report
+from gpam.train.report import finish_run, params_line
 
 
 @dataclass
@@ -139,8 +140,7 @@ def train_nmt(
     on_step: Any = None,
 ) -> dict[str, Any]:
     """Train a translation model; writes ``out/`` like :func:`gpam.train.lm.train_lm`."""
-    from gpam.models import Seq2SeqConfig, Seq2SeqTransformer, save_pretrained
-    from gpam.train.checkpoint import latest_checkpoint
+    from gpam.models import Seq2SeqConfig, Seq2SeqTransformer
 
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
@@ -149,12 +149,8 @@ def train_nmt(
     try:
         seed_everything(cfg.seed)
         tr, va, notes = load_nmt_pairs(d)
-        ck = latest_checkpoint(out / "checkpoints") if resume else None
-        if resume and ck is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {out / 'checkpoints'}")
-        if ck is not None:
-            tok: Tokenizer = load_tokenizer(ck / "tokenizer.json")
-        else:
+        tok = resume_tokenizer(out, resume)
+        if tok is None:
             texts = [s for s, _ in tr] + [t for _, t in tr]
             tok = train_tokenizer(d.tokenizer, texts, d.vocab_size, d.min_freq)
         tr_ids, cut1 = encode_pairs(tr, tok, tok, d.max_len)
@@ -186,19 +182,8 @@ def train_nmt(
             world_size=dist.world_size,
         )
         if dist.is_main:
-            save_pretrained(model, out / "model")
-            tok.save(out / "model" / "tokenizer.json")
-            plot_loss(res["history"], out / "loss.png", f"NMT, {mcfg.encoder_attention} attention")
-            v = res["final_val_loss"]
-            lines = [
-                f"attention: {mcfg.encoder_attention}; {params_line(rep)}",
-                f"steps: {res['steps']} ({res['stopped']}), {res['elapsed_s']:.1f} s, "
-                f"{res['tokens']:,} target tokens",
-                f"final validation loss: {v:.4f} nats/token" if v is not None else "no eval",
-                *notes,
-                "model: model/ (gpam.models.from_pretrained), curve: loss.png",
-            ]
-            write_report(out, "train", "gpam train nmt", res, lines)
+            finish_run(out, model, tok, res, "gpam train nmt", mcfg.encoder_attention,
+                       "target tokens", [])  # fmt: skip
         return res
     finally:
         cleanup(dist)

@@ -54,3 +54,33 @@ def params_line(report: dict[str, Any]) -> str:
         f"{report['total']:,} parameters ({report['extra']:+,} over the same model with "
         f"softmax attention, {report['overhead_pct']:+.3f} %)"
     )
+
+
+def finish_run(
+    out: Path,
+    model: Any,
+    tokenizer: Any,
+    res: dict[str, Any],
+    command: str,
+    attention: str,
+    tokens_name: str,
+    extra: list[str],
+) -> None:
+    """Rank 0's outputs of a training run: ``model/`` (weights, config, tokenizer), ``loss.png``,
+    ``train.json`` and ``report.md``."""
+    from gpam.models import save_pretrained
+
+    save_pretrained(model, out / "model")
+    tokenizer.save(out / "model" / "tokenizer.json")
+    plot_loss(res["history"], out / "loss.png", f"{command}, {attention} attention")
+    v = res["final_val_loss"]
+    lines = [
+        f"attention: {attention}; {params_line(res['parameters'])}",
+        f"steps: {res['steps']} ({res['stopped']}), {res['elapsed_s']:.1f} s of training "
+        f"({res['budget_clock']} clock), {res['tokens']:,} {tokens_name}",
+        f"final validation loss: {v:.4f} nats/token" if v is not None else "no eval",
+        *extra,
+        *res["data_notes"],
+        "model: model/ (gpam.models.from_pretrained), curve: loss.png",
+    ]
+    write_report(out, "train", command, res, lines)
