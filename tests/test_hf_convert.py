@@ -319,6 +319,7 @@ def test_token_lambda_lam0_is_exact_and_learns(family, batch) -> None:
     keep = mask.bool()
     out = conv(ids, attention_mask=mask).logits
     assert (out - ref)[keep].abs().max().item() <= 1e-5
+    assert all(v == [0.0] * len(v) for v in gh.lambdas(conv).values())  # value for x = 0
     out.pow(2).mean().backward()
     for s in _states(conv):
         assert s.lambda_mode == "token" and s.lambda_proj.weight.dtype == torch.float32
