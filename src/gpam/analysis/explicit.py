@@ -1,10 +1,15 @@
-"""An explicit re-computation of a ``gpam.MultiheadAttention`` forward that keeps the logits.
+"""The explicit (L x L) forward of a ``gpam.MultiheadAttention`` that keeps its logits.
 
 The library's fast path never materialises the attention logits ``S = Q K^T * scale``; to take
-gradients with respect to them we rebuild the layer's forward from its own projections and the
-variant formulas of ``docs/reference`` (self-attention, optional causal mask, no dropout), with
-every logit matrix a graph tensor. ``tests/test_analysis_explicit.py`` checks that the output
-equals the module's own output for every variant.
+gradients with respect to them we compute them from the layer's own projections as graph tensors
+and hand them to the library's functional op of the variant (``return_weights=True``), so no
+variant is re-implemented here: the op receives ``S`` as its queries against identity keys with
+``scale=1`` (its logits are then exactly ``S``; two logit matrices for daGPAM, diff and diff2).
+CoDA's gate uses the queries and keys themselves, so CoDA runs on the real ``q, k`` and ``S``
+enters as a zero-valued additive mask ``S - S.detach()`` (the op adds a finite float mask to its
+logits), which carries the gradient. Self-attention, optional causal mask, no dropout, no rotary;
+``tests/test_analysis_explicit.py`` checks that the output equals the module's own output for
+every variant.
 """
 
 from __future__ import annotations
@@ -15,7 +20,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-EXPLICIT_VARIANTS = ("softmax", "dagpam", "diff", "cog", "coda", "sigmoid")
+from gpam.functional import (
+    attention,
+    coda_attention,
+    dagpam_attention,
+    diff2_attention,
+    diff_attention,
+    softmax_attention,
+)
 
 
 @dataclass
@@ -37,12 +49,13 @@ def _heads(t: Tensor, heads: int) -> Tensor:
     return t.view(b, length, heads, width // heads).transpose(1, 2)
 
 
-def _masked_softmax(s: Tensor, keep: Tensor | None) -> Tensor:
-    return (s if keep is None else s.masked_fill(~keep, float("-inf"))).softmax(-1)
+def _logits(q: Tensor, k: Tensor, scale: float) -> Tensor:
+    return (q @ k.transpose(-2, -1)) * scale
 
 
-def _zero_masked(w: Tensor, keep: Tensor | None) -> Tensor:
-    return w if keep is None else w.masked_fill(~keep, 0.0)
+def _prob_map(s: Tensor, eye: Tensor, causal: bool) -> Tensor:
+    """The softmax map of logits ``s`` (through the library op, identity keys, scale 1)."""
+    return softmax_attention(s, eye, eye, scale=1.0, is_causal=causal, return_weights=True)[1]
 
 
 def explicit_attention(
@@ -60,39 +73,55 @@ def explicit_attention(
         raise ValueError("explicit_attention needs a batch_first layer")
     b, length, _ = x.shape
     h, d = mha.num_heads, mha.head_dim
-    q, k, v = _heads(mha.q_proj(x), h), _heads(mha.k_proj(x), h), _heads(mha.v_proj(x), h)
+    variant = mha.attention
+    q = _heads(mha.q_proj(x), 2 * h if variant == "diff2" else h)
+    k, v = _heads(mha.k_proj(x), h), _heads(mha.v_proj(x), h)
     kwargs = dict(mha.attn_kwargs)
     scale = kwargs.pop("scale", None)
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
-    keep = None
-    if is_causal:
-        keep = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
+    eye = torch.eye(length, dtype=x.dtype, device=x.device).expand(b, h, length, length)
+    common = {"is_causal": is_causal, "return_weights": True}
     rec = AttentionRecord()
-    variant = mha.attention
     if variant == "dagpam":
-        o = _dagpam(mha, x, q, k, v, scale, keep, rec)
+        s_pos, s_neg = _logits(q, k, scale), _logits(mha.negative_query(x, q), k, scale)
+        lam_pos, lam_neg = mha.lambdas(x)
+        o, rec.weights = dagpam_attention(
+            s_pos, s_neg, eye, v, lam_pos=None if mha.affine else lam_pos, lam_neg=lam_neg,
+            affine=mha.affine, scale=1.0, **common,
+        )  # fmt: skip
+        rec.logits.update(S_pos=s_pos, S_neg=s_neg)
+        rec.maps.update(
+            A_pos=_prob_map(s_pos, eye, is_causal), A_neg=_prob_map(s_neg, eye, is_causal)
+        )
     elif variant == "diff":
-        o = _diff(mha, q, k, v, scale, keep, rec)
-    else:
-        s = (q @ k.transpose(-2, -1)) * scale
+        o = _diff(mha, q, k, v, scale, eye, common, rec)
+    elif variant == "diff2":
+        s_pos, s_neg = _logits(q[:, 0::2], k, scale), _logits(q[:, 1::2], k, scale)
+        pairs = torch.stack([s_pos, s_neg], dim=2).reshape(b, 2 * h, length, length)
+        o, rec.weights = diff2_attention(
+            pairs, eye, v, lam=mha.diff2_lambda(x), scale=1.0, **common
+        )
+        rec.logits.update(S_pos=s_pos, S_neg=s_neg)
+        rec.maps.update(
+            A_pos=_prob_map(s_pos, eye, is_causal), A_neg=_prob_map(s_neg, eye, is_causal)
+        )
+    elif variant == "coda":
+        s = _logits(q, k, scale)
+        o, rec.weights = coda_attention(
+            q, k, v, attn_mask=s - s.detach(), scale=scale, **common, **kwargs
+        )
         rec.logits["S"] = s
-        if variant == "softmax":
-            w = _masked_softmax(s, keep)
-            rec.maps["A"] = w
-        elif variant == "cog":
-            a = _masked_softmax(s.abs(), keep)
-            w = s.sign() * a
-            rec.maps["A"] = a
-        elif variant == "coda":
-            w = _coda(q, k, s, keep, d, kwargs)
-            rec.maps["|W|"] = w.abs()
-        elif variant == "sigmoid":
-            w = _zero_masked((s + _sigmoid_bias(kwargs, keep, length, x)).sigmoid(), keep)
-            rec.maps["|W|"] = w
-        else:  # pragma: no cover - MultiheadAttention validates the variant
-            raise ValueError(f"unknown attention variant {variant!r}")
-        rec.weights = w
-        o = w @ v
+        rec.maps["|W|"] = rec.weights.abs()
+    else:  # a map of one logit matrix: softmax, cog, sigmoid, centered, ...
+        s = _logits(q, k, scale)
+        o, rec.weights = attention(variant, s, eye, v, scale=1.0, **common, **kwargs)
+        rec.logits["S"] = s
+        if variant in ("softmax", "cog"):
+            rec.maps["A"] = rec.weights.abs()  # cog: |W| = softmax(|S|)
+        elif variant == "centered":
+            rec.maps["A"] = _prob_map(s, eye, is_causal)
+        else:
+            rec.maps["|W|"] = rec.weights.abs()
     if retain_grad and torch.is_grad_enabled():
         for t in rec.logits.values():
             if t.requires_grad:
@@ -101,59 +130,20 @@ def explicit_attention(
     return out, rec
 
 
-def _dagpam(mha, x, q, k, v, scale, keep, rec: AttentionRecord) -> Tensor:
-    q_neg = mha.negative_query(x, q)  # the layer's own negative query, whichever kind
-    lam_pos, lam_neg = mha.lambdas()
-    lam_pos, lam_neg = _per_head(lam_pos), _per_head(lam_neg)
-    kt = k.transpose(-2, -1)
-    s_pos, s_neg = (q @ kt) * scale, (q_neg @ kt) * scale
-    a_pos, a_neg = _masked_softmax(s_pos, keep), _masked_softmax(s_neg, keep)
-    rec.logits.update(S_pos=s_pos, S_neg=s_neg)
-    rec.maps.update(A_pos=a_pos, A_neg=a_neg)
-    rec.weights = lam_pos * a_pos - lam_neg * a_neg
-    return rec.weights @ v
-
-
-def _diff(mha, q, k, v, scale_full, keep, rec: AttentionRecord) -> Tensor:
+def _diff(mha, q, k, v, scale, eye, common, rec: AttentionRecord) -> Tensor:
+    """diff's core through ``diff_attention`` plus the layer's own per-head RMSNorm and
+    ``(1 - lam_init)`` factor, with the value heads paired as the layer pairs them."""
     b, _, s_len, d = v.shape
-    scale = scale_full  # diff's sub-heads have width head_dim, the same d as here
     v2 = v.view(b, mha.num_heads // 2, 2, s_len, d).permute(0, 1, 3, 2, 4)
     v2 = v2.reshape(b, -1, s_len, 2 * d)
-    s1 = (q[:, 0::2] @ k[:, 0::2].transpose(-2, -1)) * scale
-    s2 = (q[:, 1::2] @ k[:, 1::2].transpose(-2, -1)) * scale
-    a1, a2 = _masked_softmax(s1, keep), _masked_softmax(s2, keep)
+    s1, s2 = _logits(q[:, 0::2], k[:, 0::2], scale), _logits(q[:, 1::2], k[:, 1::2], scale)
+    half = eye[:, 0::2]
+    o, rec.weights = diff_attention(
+        s1, s2, half, half, v2, lam=mha.diff_lambda(), scale=1.0, **common
+    )
+    causal = common["is_causal"]
     rec.logits.update(S1=s1, S2=s2)
-    rec.maps.update(A1=a1, A2=a2)
-    rec.weights = a1 - mha.diff_lambda() * a2
-    out = mha.subln(rec.weights @ v2) * (1.0 - mha.lam_init)  # (B, H/2, L, 2d)
+    rec.maps.update(A1=_prob_map(s1, half, causal), A2=_prob_map(s2, half, causal))
+    out = mha.subln(o) * (1.0 - mha.lam_init)  # (B, H/2, L, 2d)
     out = out.view(b, -1, out.shape[2], 2, d).permute(0, 1, 3, 2, 4)
     return out.reshape(b, -1, out.shape[3], d)
-
-
-def _coda(q, k, s, keep, d, kwargs) -> Tensor:
-    alpha, beta = float(kwargs.get("alpha", 1.0)), float(kwargs.get("beta", 1.0))
-    n = -beta * torch.cdist(q, k, p=1.0) / math.sqrt(d)
-    if kwargs.get("gate", "sigmoid") == "sigmoid":
-        g = 2.0 * torch.sigmoid(n)
-    elif keep is None:
-        g = torch.sigmoid(n - n.mean(-1, keepdim=True))
-    else:
-        kk = keep.expand_as(n)
-        centre = n.masked_fill(~kk, 0.0).sum(-1, keepdim=True) / kk.sum(-1, keepdim=True)
-        g = torch.sigmoid(n - centre)
-    return _zero_masked(torch.tanh(alpha * s) * g, keep)
-
-
-def _sigmoid_bias(kwargs, keep, length: int, x: Tensor) -> Tensor | float:
-    if "bias" in kwargs and kwargs["bias"] is not None:
-        return float(kwargs["bias"])
-    if keep is None:
-        return -math.log(length)
-    visible = torch.arange(1, length + 1, device=x.device, dtype=x.dtype)
-    return -torch.log(visible)[:, None]
-
-
-def _per_head(lam: float | Tensor) -> float | Tensor:
-    if isinstance(lam, Tensor) and lam.dim() == 1:
-        return lam.view(1, -1, 1, 1)
-    return lam

@@ -19,17 +19,17 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from gpam.analysis.bounds import bound_factor, bound_shrink, shrink
-from gpam.analysis.explicit import EXPLICIT_VARIANTS
 from gpam.analysis.measures import row_entropy, row_max
 from gpam.analysis.stacks import VariantSpec, check_spec
 from gpam.analysis.tiny_model import TinyLM, copy_batch
+from gpam.functional import VARIANTS
 
 
 @dataclass
 class GradientsConfig:
     """``gpam analyze gradients`` settings."""
 
-    variants: Sequence[str] = field(default_factory=lambda: list(EXPLICIT_VARIANTS))
+    variants: Sequence[str] = field(default_factory=lambda: list(VARIANTS))
     lam_neg: Sequence[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     steps: int = 150
     batch: int = 32

@@ -180,8 +180,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     gr.add_argument(
         "--variants",
         type=comma_list,
-        default=list(GRADIENT_VARIANTS),
-        help=f"comma-separated variants (default: {','.join(GRADIENT_VARIANTS)})",
+        default=list(VARIANTS),
+        help=f"comma-separated variants (default: {','.join(VARIANTS)})",
     )
     gr.add_argument(
         "--lam-neg",
@@ -293,9 +293,6 @@ def _register_phase(asub: argparse._SubParsersAction) -> None:
     _add_stack_options(ph, trials=3, batch=2)
     add_out(ph)
     ph.set_defaults(func=_phase)
-
-
-from gpam.analysis.explicit import EXPLICIT_VARIANTS as GRADIENT_VARIANTS  # noqa: E402
 
 
 def _neg_kwargs(args: argparse.Namespace) -> dict:
