@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor
 
+from gpam.functional._checks import data_checks_enabled
+
 
 def check_lambda_shape(name: str, value: float | Tensor, target: tuple[int, int, int]) -> None:
     """Raise unless a tensor ``value`` broadcasts to ``(B, H, Lq, 1)`` = ``(*target, 1)``.
@@ -40,8 +42,8 @@ def check_token_lambda(
 ) -> float | Tensor:
     """Validated lambda: a finite float, or a 4-D tensor (B|1, H|1, Lq|1, 1) in ref's dtype.
 
-    ``target = (B, H, Lq)``. Non-negativity of tensors is checked only on CPU outside
-    ``torch.compile`` (elsewhere it would force a device-to-host sync).
+    ``target = (B, H, Lq)``. Non-negativity of tensors is checked only where data checks run
+    (``gpam.functional._checks.data_checks_enabled``: CPU eager or ``GPAM_DEBUG_CHECKS=1``).
     """
     if isinstance(value, bool) or not isinstance(value, (int, float, Tensor)):
         raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}")
@@ -59,7 +61,6 @@ def check_token_lambda(
             )
         value = value.view(1, -1, 1, 1)
     check_lambda_shape(name, value, target)
-    compiling = getattr(torch, "compiler", None) is not None and torch.compiler.is_compiling()
-    if nonnegative and value.device.type == "cpu" and not compiling and bool((value < 0).any()):
+    if nonnegative and data_checks_enabled(value) and bool((value < 0).any()):
         raise ValueError(f"{name} must be >= 0, got a negative entry")
     return value.to(device=ref.device, dtype=ref.dtype)
