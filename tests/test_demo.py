@@ -17,16 +17,23 @@ def test_demo_quick_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     (out,) = tmp_path.glob("gpam-demo-*")
     report = out / "report.md"
     assert text.strip().splitlines()[-1] == f"report: {report}"
-    assert "rank collapse" in text and "| dagpam |" in text and "| cog |" in text
-    assert "Layers until the residual falls below" in text
+    assert "rank collapse vs saturation" in text and "| dagpam |" in text and "| cog |" in text
+    # the dilemma table: one row per setting, one cell per qk gain, and one sentence each
+    assert "| attention | g=1 | g=8 |" in text
     body = report.read_text()
-    assert "## 1. Rank collapse" in body and "## 2. Short comparison" in body
-    rc = json.loads((out / "rank_collapse" / "rank_collapse.json").read_text())
-    labels = [r["label"] for r in rc["results"]]
-    assert labels[0] == "softmax" and any(lab.startswith("dagpam") for lab in labels)
-    # pure attention at init: softmax's residual shrinks with depth
-    soft = rc["results"][0]["residual_fro_mean"]
-    assert soft[-1] < soft[0]
+    assert "## 1. The dilemma across the logit scale" in body and "## 2. Short comparison" in body
+    ph = json.loads((out / "phase" / "phase.json").read_text())
+    labels = list(dict.fromkeys(r["label"] for r in ph["results"]))
+    assert labels[:2] == ["softmax", "dagpam lam_neg=1"] and "cog" in labels and "diff" in labels
+    assert {r["qk_gain"] for r in ph["results"]} == {1.0, 8.0}
+    assert len(ph["critical"]) == len(labels)
+    for c in ph["critical"]:  # each setting's sentence is in the report
+        assert f"- {c['label']} (attention_norm, vo gain 1)" in body
+    # softmax: a larger qk gain leaves more of the residual and a smaller Jacobian (saturation)
+    soft = {r["qk_gain"]: r for r in ph["results"] if r["label"] == "softmax"}
+    assert soft[8.0]["residual_fro_mean"][-1] > soft[1.0]["residual_fro_mean"][-1]
+    assert sum(soft[8.0]["jacobian_rel_mean"]) < sum(soft[1.0]["jacobian_rel_mean"])
+    assert (out / "phase" / "phase_dilemma_attention_norm.png").is_file()
     res = json.loads((out / "compare" / "results.json").read_text())
     assert len(res["runs"]) == 3 * 2
     assert {r["label"] for r in res["summary"]["variants"]} == {"softmax", "dagpam", "cog"}

@@ -1,4 +1,4 @@
-"""`gpam demo`: rank collapse at initialisation, then a short compare on built-in data."""
+"""`gpam demo`: the dilemma across the logit scale, then a short compare on built-in data."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the `demo` command to the `gpam` parser."""
     p = sub.add_parser(
         "demo",
-        help="the main job on built-in data: rank collapse + softmax vs daGPAM vs Cog (~5 min CPU)",
-        description="Runs the rank-collapse analysis at initialisation, then trains softmax, "
-        "daGPAM and Cog attention on a built-in associative-recall task over 3 seeds, prints "
-        "the tables and writes report.md (no network needed).",
+        help="the main job on built-in data: rank collapse vs saturation across the logit "
+        "scale, then softmax vs daGPAM vs Cog (~1.5 min of CPU)",
+        description="Measures, for softmax, daGPAM (lam_neg 1), centered, diff and Cog "
+        "attention, how a 12-layer stack's rank collapse and its attention Jacobian change as "
+        "W_Q, W_K grow (a computed sentence per setting), then trains softmax, daGPAM and Cog "
+        "attention on a built-in associative-recall task over 3 seeds, prints the tables and "
+        "writes report.md (no network needed).",
     )
     p.add_argument(
         "--quick", action="store_true", help="a seconds-long smoke test (tiny budget; for CI)"

@@ -1,12 +1,13 @@
 """``gpam demo``: the project's main job on built-in data, a few minutes on a laptop CPU.
 
-1. Rank collapse at initialisation (``gpam.analysis.rank_collapse``): pure-attention stacks of
-   softmax, daGPAM and a peer (Cog attention), relative residual vs depth.
+1. The dilemma across the logit scale (``gpam.analysis.phase``): stacks of
+   ``SA(rmsnorm(X))`` layers of softmax, daGPAM (lam_neg 1), centered, diff and Cog attention with
+   W_Q, W_K multiplied by a short grid of gains; per setting the final residual (rank collapse),
+   the logit-Jacobian norm relative to a uniform row (saturation) and a computed sentence.
 2. A short comparison (``gpam.compare.run_compare``) of softmax vs daGPAM vs the peer on a
    built-in synthetic task, over a few seeds at an equal step budget.
 
-Everything lands in one folder: ``report.md`` (linking both parts), ``rank_collapse/`` and
-``compare/``.
+Everything lands in one folder: ``report.md`` (linking both parts), ``phase/`` and ``compare/``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from gpam._io import atomic_write_text
+
+
+def _dilemma_variants() -> tuple[str, ...]:
+    from gpam.functional import VARIANTS
+
+    return tuple(v for v in ("softmax", "dagpam", "centered", "diff", "cog") if v in VARIANTS)
 
 
 @dataclass
@@ -33,58 +40,69 @@ class DemoSettings:
     lr: float = 3e-3
     batch_size: int = 32
     depth: int = 12
-    trials: int = 4
+    trials: int = 2
+    dilemma_variants: tuple[str, ...] = field(default_factory=_dilemma_variants)
+    qk_gains: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
     device: str = "cpu"
     threads: int | None = 1  # torch CPU threads (None: leave torch's setting)
 
     @classmethod
     def quick(cls) -> DemoSettings:
         """A seconds-long version for tests."""
-        return cls(seeds=(0, 1), steps=4, depth=3, trials=1, batch_size=8)
+        return cls(seeds=(0, 1), steps=4, depth=3, trials=1, batch_size=8, qk_gains=(1.0, 8.0))
 
 
-def _rank_collapse(s: DemoSettings, out: Path, progress: bool) -> dict[str, Any]:
-    from gpam.analysis.outputs import write_rank_collapse
-    from gpam.analysis.rank_collapse import RankCollapseConfig, rank_collapse
+def _dilemma(s: DemoSettings, out: Path, progress: bool) -> dict[str, Any]:
+    from gpam.analysis.phase import PhaseConfig, phase
+    from gpam.analysis.phase_outputs import write_phase
 
-    cfg = RankCollapseConfig(
+    cfg = PhaseConfig(
         depth=s.depth,
         length=32,
         width=64,
         heads=4,
         trials=s.trials,
         batch=2,
-        variants=list(s.variants),
-        lam_neg=[0.5, 1.0],
-        architectures=["attention"],
+        variants=list(s.dilemma_variants),
+        lam_neg=[1.0],
+        neg_query=["linear"],
+        architectures=["attention_norm"],
+        qk_gains=list(s.qk_gains),
     )
-    result = rank_collapse(cfg, show_progress=progress)
-    write_rank_collapse(result, out)
+    result = phase(cfg, show_progress=progress)
+    write_phase(result, out)
     return result
 
 
-def rank_table(result: dict[str, Any]) -> str:
-    """Markdown table: relative Frobenius residual after selected layers, per setting."""
-    depth = result["config"]["depth"]
-    layers = sorted({0, 1, 2, depth // 4, depth // 2, depth} - {-1})
-    head = "| attention | " + " | ".join(f"layer {i}" for i in layers) + " |"
-    lines = [head, "|" + " --- |" * (len(layers) + 1)]
+def dilemma_table(result: dict[str, Any]) -> str:
+    """Markdown table: per setting and qk gain, ``final residual / Jacobian vs uniform``."""
+    from gpam.analysis.phase_outputs import layer_mean
+    from gpam.analysis.report import fmt
+
+    gains = result["config"]["qk_gains"]
+    lines = ["| attention | " + " | ".join(f"g={g:g}" for g in gains) + " |"]
+    lines.append("|" + " --- |" * (len(gains) + 1))
+    rows: dict[str, dict[float, dict]] = {}
     for r in result["results"]:
-        vals = [r["residual_fro_mean"][i] for i in layers]
-        cells = " | ".join("n/a" if v is None else f"{v:.3g}" for v in vals)
-        lines.append(f"| {r['label']} | {cells} |")
+        rows.setdefault(r["label"], {})[r["qk_gain"]] = r
+    for label, by_gain in rows.items():
+        cells = []
+        for g in gains:
+            r = by_gain[g]
+            cells.append(
+                f"{fmt(r['residual_fro_mean'][-1])} / {fmt(layer_mean(r['jacobian_rel_mean']))}"
+            )
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def rank_summary(result: dict[str, Any], threshold: float = 1e-3) -> str:
-    """One sentence: for each setting, the first layer whose residual falls below ``threshold``
-    (the depth at which the tokens have collapsed to one vector up to that tolerance)."""
-    parts = []
-    for r in result["results"]:
-        vals = r["residual_fro_mean"]
-        hit = next((i for i, v in enumerate(vals) if v is not None and v < threshold), None)
-        parts.append(f"{r['label']} {hit if hit is not None else f'> {len(vals) - 1}'}")
-    return f"Layers until the residual falls below {threshold:g}: " + ", ".join(parts) + "."
+def dilemma_sentences(result: dict[str, Any]) -> list[str]:
+    """One computed sentence per setting (critical gain, Jacobian and region quantity there)."""
+    from gpam.analysis.phase_outputs import critical_sentence
+
+    cfg = result["config"]
+    top = max(cfg["qk_gains"])
+    return [critical_sentence(c, cfg["threshold"], top) for c in result["critical"]]
 
 
 def run_demo(
@@ -93,7 +111,7 @@ def run_demo(
     """Run the demo into ``out``; prints readable tables with ``echo``; returns report.md's path."""
     from gpam.compare.report import format_table
     from gpam.compare.runner import CompareConfig, run_compare
-    from gpam.compare.trainer import TrainSettings, check_device
+    from gpam.compare.settings import TrainSettings, check_device
     from gpam.data.synthetic import make_task
 
     s = settings or DemoSettings()
@@ -105,11 +123,17 @@ def run_demo(
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    echo("== 1/2 rank collapse at initialisation (pure attention stacks, no skips) ==")
-    rc = _rank_collapse(s, out / "rank_collapse", progress)
-    rtab = rank_table(rc)
+    echo(
+        "== 1/2 the dilemma: rank collapse vs saturation as W_Q, W_K grow "
+        f"({s.depth} layers of SA(rmsnorm(X))) =="
+    )
+    ph = _dilemma(s, out / "phase", progress)
+    rtab = dilemma_table(ph)
+    sentences = dilemma_sentences(ph)
+    echo("cells: final relative residual / logit Jacobian relative to a uniform row")
     echo(rtab)
-    echo(rank_summary(rc))
+    for line in sentences:
+        echo(f"- {line}")
     echo("")
     task = make_task(s.task, **s.task_options)
     cfg = CompareConfig(
@@ -142,14 +166,18 @@ def run_demo(
             "",
             f"Wall time {wall:.0f} s. Built-in data only, no download.",
             "",
-            "## 1. Rank collapse at initialisation",
+            "## 1. The dilemma across the logit scale",
             "",
-            "Relative residual ||X - 1x̄ᵀ||_F / ||X||_F after each layer of a pure-attention "
-            f"stack (no skip connections, fresh weights). {rank_summary(rc)} Details: "
-            "[rank_collapse/report.md](rank_collapse/report.md), "
-            "plot `rank_collapse/rank_collapse_attention.png`.",
+            f"Stacks of {s.depth} freshly initialised layers `X_(l+1) = SA(rmsnorm(X_l))` (no "
+            "skip, no MLP), W_Q and W_K multiplied by the gain g. Cells: relative residual "
+            "||X - 1x̄ᵀ||_F / ||X||_F after the last layer (near 0: rank collapse) / norm of "
+            "the attention map's Jacobian w.r.t. its logits relative to a uniform row (below 1: "
+            "saturating), mean over layers. Details: [phase/report.md](phase/report.md), "
+            "plot `phase/phase_dilemma_attention_norm.png`.",
             "",
             rtab,
+            "",
+            *[f"- {line}" for line in sentences],
             "",
             f"## 2. Short comparison on `{s.task}`",
             "",
