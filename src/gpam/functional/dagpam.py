@@ -23,6 +23,7 @@ from gpam.functional._checks import (
     explicit_mask,
     sdpa_mask,
 )
+from gpam.functional.lambdas import check_lambda_shape
 
 
 def resolve_lambdas(
@@ -32,7 +33,13 @@ def resolve_lambdas(
     num_heads: int,
     ref: Tensor,
 ) -> tuple[float | Tensor, float | Tensor]:
-    """Validated ``(lam_pos, lam_neg)``; affine: ``lam_pos = 1 + lam_neg`` (rows sum to 1)."""
+    """Validated ``(lam_pos, lam_neg)``; affine: ``lam_pos = 1 + lam_neg`` (rows sum to 1).
+
+    Each is a float, a tensor of shape (), (H,) or a 4-D tensor broadcastable to (B, H, Lq, 1)
+    (per head and per query token, e.g. a token-dependent lambda); ``ref`` is the query.
+    """
+    target = (ref.shape[0], num_heads, ref.shape[2])
+    check_lambda_shape("lam_neg", lam_neg, target)
     lam_neg = as_lambda("lam_neg", lam_neg, num_heads, ref)
     if affine:
         if lam_pos is not None:
@@ -44,6 +51,7 @@ def resolve_lambdas(
         raise ValueError(
             "lam_pos is required when affine=False (rows then sum to lam_pos - lam_neg)"
         )
+    check_lambda_shape("lam_pos", lam_pos, target)
     return as_lambda("lam_pos", lam_pos, num_heads, ref), lam_neg
 
 
@@ -65,8 +73,10 @@ def dagpam_attention(
     """daGPAM attention: an affine (or, with ``affine=False``, free) mix of two softmax maps.
 
     Shapes: q_pos, q_neg (B, H, Lq, D); k (B, Hkv, Lk, D); v (B, Hkv, Lk, Dv) -> (B, H, Lq, Dv).
-    ``lam_neg >= 0`` (float, or tensor of shape (H,) for per-head values). With ``affine=True``
-    (default) ``lam_pos = 1 + lam_neg`` and every row of W sums to 1 with entries in
+    ``lam_neg >= 0``: a float, a tensor of shape (H,) (per head) or a tensor broadcastable to
+    (B, H, Lq, 1) (per head and per query token, as ``lambda_mode="token"`` layers pass); other
+    shapes raise a ValueError naming the expected one. With ``affine=True`` (default)
+    ``lam_pos = 1 + lam_neg`` and every row of W sums to 1 with entries in
     ``[-lam_neg, lam_pos]``; with ``affine=False`` both are free and rows sum to
     ``lam_pos - lam_neg``. ``lam_neg = 0`` is exactly softmax attention.
     The default path is ``F.scaled_dot_product_attention`` (memory linear in L), two calls
