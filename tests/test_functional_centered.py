@@ -104,3 +104,17 @@ def test_centered_float32_fast_path() -> None:
     want, _ = centered_ref(*inputs.values(), attn_mask=_pad(2, 6), is_causal=True)
     got = GF.centered_attention(*inputs.values(), attn_mask=_pad(2, 6), is_causal=True)
     torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mask", ["none", "pad"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_gradcheck_mean_paths(mask: str, causal: bool) -> None:
+    """gradcheck of the sum / cumulative-sum mean paths (no mask, key padding, causal)."""
+    g = torch.Generator().manual_seed(6)
+    inputs = make_inputs("centered", 2, 2, 4, 3, 3, h_kv=1, generator=g, requires_grad=True)
+    attn_mask = _pad(2, 3) if mask == "pad" else None
+
+    def fn(q, k, v):
+        return GF.centered_attention(q, k, v, attn_mask=attn_mask, is_causal=causal)
+
+    assert torch.autograd.gradcheck(fn, tuple(inputs.values()), eps=1e-6, atol=1e-5)

@@ -231,3 +231,17 @@ def test_token_lambdas_random(b, h_kv, groups, lq, lk, d, causal, p_keep, seed) 
         q[:, 0::2], q[:, 1::2], k, v, lam_neg=lam, attn_mask=keep, is_causal=causal
     )
     torch.testing.assert_close(got, want, **TOL)
+
+
+def test_diff2_gradcheck_per_head_mask() -> None:
+    """gradcheck through the one-call path with a per-head mask (repeated for the pairs)."""
+    g = torch.Generator().manual_seed(8)
+    inputs = make_inputs("diff2", 1, 2, 3, 4, 3, h_kv=1, generator=g, requires_grad=True)
+    keep = torch.rand(1, 2, 3, 4, generator=g) < 0.7
+    keep[..., 0] = True
+    lam = token_lam(1, 2, 3, requires_grad=True)
+
+    def fn(q, k, v, lam_t):
+        return GF.diff2_attention(q, k, v, lam=lam_t, attn_mask=keep)
+
+    assert torch.autograd.gradcheck(fn, (*inputs.values(), lam), eps=1e-6, atol=1e-5)
