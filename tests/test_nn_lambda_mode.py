@@ -226,3 +226,11 @@ def test_half_precision_keeps_lambdas_float32(mode: str) -> None:
 def test_from_torch_refuses_diff2() -> None:
     with pytest.raises(ValueError, match="diff2"):
         gpam.MultiheadAttention.from_torch(nn.MultiheadAttention(E, H), attention="diff2")
+
+
+def test_learnable_lambda_with_default_mode_is_head_as_in_configs() -> None:
+    from gpam.models import LMConfig
+
+    mha = gpam.MultiheadAttention(E, H, learnable_lambda=True, lambda_mode="fixed")
+    assert mha.lambda_mode == "head"
+    assert LMConfig(10, learnable_lambda=True, lambda_mode="fixed").lambda_mode == "head"

@@ -58,7 +58,8 @@ class MultiheadAttention(nn.Module):
             and the token map) are created in float32 on ``device`` whatever ``dtype`` is, and
             never cast below float32 (``.half()``/``.to(torch.bfloat16)`` leave them float32;
             ``.double()`` upcasts); the token map is applied to the input cast to its dtype.
-        learnable_lambda: ``True`` is an alias of ``lambda_mode="head"``.
+        learnable_lambda: ``True`` is an alias of ``lambda_mode="head"`` (with the default
+            ``lambda_mode="fixed"``; together with ``"token"`` it is an error).
         lambda_param: how learnable lambdas stay >= 0: ``"clamp"`` (default; the raw value is
             lambda itself, used as ``max(lambda, 0)`` with a straight-through gradient, so it can
             start at exactly 0), ``"softplus"`` (lambda = softplus(raw)) or ``"sigmoid"``
@@ -95,7 +96,7 @@ class MultiheadAttention(nn.Module):
         lam_pos: float | None = None,
         affine: bool = True,
         learnable_lambda: bool = False,
-        lambda_mode: str | None = None,
+        lambda_mode: str = "fixed",
         lambda_param: str = "clamp",
         neg_query: str = "linear",
         neg_init: str = "orthogonal",
@@ -495,13 +496,18 @@ def _check_sizes(embed_dim: int, num_heads: int, kv_heads: int | None, attention
 
 
 def resolve_lambda_mode(lambda_mode: str | None, learnable_lambda: bool) -> str:
-    """``lambda_mode``, with ``learnable_lambda=True`` read as ``"head"`` (None: from it)."""
+    """``lambda_mode``, with ``learnable_lambda=True`` read as ``"head"`` (None means "fixed").
+
+    The same rule as the model configs: ``learnable_lambda=True`` turns the default ``"fixed"``
+    into ``"head"`` and conflicts with ``"token"``.
+    """
     if not isinstance(learnable_lambda, bool):
         raise TypeError(f"learnable_lambda must be a bool, got {learnable_lambda!r}")
-    if lambda_mode is None:
-        return "head" if learnable_lambda else "fixed"
+    lambda_mode = "fixed" if lambda_mode is None else lambda_mode
     if lambda_mode not in LAMBDA_MODES:
         raise ValueError(f"lambda_mode must be one of {LAMBDA_MODES}, got {lambda_mode!r}")
+    if learnable_lambda and lambda_mode == "fixed":
+        return "head"
     if learnable_lambda and lambda_mode != "head":
         raise ValueError(
             f"learnable_lambda=True is an alias of lambda_mode='head'; it conflicts with "
