@@ -62,7 +62,8 @@ class MultiheadAttention(nn.Module):
             ``lambda_mode="fixed"``; together with ``"token"`` it is an error).
         lambda_param: how learnable lambdas stay >= 0: ``"clamp"`` (default; the raw value is
             lambda itself, used as ``max(lambda, 0)`` with a straight-through gradient, so it can
-            start at exactly 0), ``"softplus"`` (lambda = softplus(raw)) or ``"sigmoid"``
+            start at exactly 0), ``"softplus"`` (lambda = softplus(raw); a 0 start becomes
+            1e-6) or ``"sigmoid"``
             (lambda = sigmoid(raw), in (0, 1), so ``lam_neg`` must lie in (0, 1): with
             ``lambda_mode="token"``, ``affine=False`` and ``lam_pos=1`` this is Diff V2's lambda).
         neg_query: how daGPAM's negative query is made: ``"linear"`` (default; a per-head
