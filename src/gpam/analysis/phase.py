@@ -297,6 +297,7 @@ def critical_table(results: Sequence[dict], threshold: float = 0.5) -> list[dict
                 "at_first_gain": i == 0,
                 "max_final_residual": max((v for v in finals if v is not None), default=None),
                 "jacobian_rel_at_max_gain": jacs[-1],
+                "final_residual_at_max_gain": finals[-1],
             }
         )
     return out

@@ -148,6 +148,9 @@ def critical_sentence(c: dict, threshold: float, top_gain: float) -> str:
     if reg is not None:
         side = "outside" if reg >= 1 else "inside"
         text += f" and Lemma 1's quantity is {fmt(reg)} ({side} the region)"
+    last = c.get("final_residual_at_max_gain")
+    if last is not None and last < threshold:
+        text += f"; at qk gain {top_gain:g} the final residual is back down to {fmt(last)}"
     return text + "."
 
 
