@@ -139,3 +139,31 @@ def test_hf_dataset_without_validation_split_holds_out(tmp_path):
                    tmp_path / "out", quiet=True)  # fmt: skip
     assert any("last 0.1 of the training split" in n for n in res["data_notes"])
     assert res["val_tokens"] == pytest.approx(0.1 * (14 * 50 - 1), abs=2)
+
+
+def test_after_backward_sees_complete_gradients_and_nan_stops(tmp_path):
+    """The analysis hook runs once per step with every gradient filled in (before clipping);
+    a non-finite loss stops the run as "diverged" without applying the update."""
+    tok = CharTokenizer.train([TEXT])
+    model = _tiny_lm()
+    seen = []
+
+    def hook(step):
+        seen.append((step, all(p.grad is not None for p in model.parameters())))
+
+    cfg = TrainConfig(steps=3, eval_every=3, warmup=0, clip=1e-9)
+    train_loop(model, FakeTask([1.0]), tok, cfg, tmp_path / "a", DistInfo(), torch.device("cpu"),
+               quiet=True, after_backward=hook)  # fmt: skip
+    assert seen == [(1, True), (2, True), (3, True)]
+
+    class Diverging(FakeTask):
+        def loss(self, model, batch):
+            loss, n = super().loss(model, batch)
+            self.seen = getattr(self, "seen", 0) + 1
+            return (loss * float("nan") if self.seen == 2 else loss), n
+
+    model = _tiny_lm()
+    res = train_loop(model, Diverging([1.0]), tok, TrainConfig(steps=5, warmup=0, eval_every=5),
+                     None, DistInfo(), torch.device("cpu"), quiet=True)  # fmt: skip
+    assert res["stopped"] == "diverged" and res["steps"] == 2
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the NaN step not applied
