@@ -46,3 +46,24 @@ def write_pairs(folder: Path, n_train: int = 300, n_valid: int = 30, seed: int =
             files[f"{split}_{side}"] = folder / f"{split}.{side}"
             files[f"{split}_{side}"].write_text("\n".join(lines) + "\n", encoding="utf-8")
     return files
+
+
+def real_or_generated(source: str, request, what: str, n: int) -> list[str]:
+    """``n`` lines of a shared corpus (``what``: "shakespeare", "ptb.valid", "ptb.test",
+    "multi30k.<split>.<lang>"; needs GPAM_DATA_DIR) or, for ``source == "generated"``,
+    :func:`text_lines` (German-looking target side for ``multi30k.*.de``)."""
+    if source == "generated":
+        lines = text_lines(n, seed=sum(map(ord, what)))
+        if what.startswith("ptb."):  # a long tail of rare words, as in real text
+            lines = [f"{x} name{i}" if i % 5 == 0 else x for i, x in enumerate(lines)]
+        return [_target(x).lower() for x in lines] if what.endswith(".de") else lines
+    import gzip
+
+    root = request.getfixturevalue("data_dir")
+    if what == "shakespeare":
+        return (root / "tinyshakespeare" / "input.txt").read_text().splitlines()[:n]
+    if what.startswith("ptb."):
+        return (root / "ptb" / f"{what}.txt").read_text().splitlines()[:n]
+    _, split, lang = what.split(".")
+    with gzip.open(root / "multi30k" / f"{split}.{lang}.gz", "rt", encoding="utf-8") as f:
+        return [next(f).strip() for _ in range(n)]

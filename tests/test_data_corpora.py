@@ -7,9 +7,10 @@ import gzip
 import pytest
 import torch
 
+from gen_data import real_or_generated, write_pairs
 from gpam.data.lm import LMStream, encode_corpus, eval_windows
 from gpam.data.pairs import PairBatcher, collate, encode_pairs, read_pairs
-from gpam.data.text import read_lines, read_text, split_text
+from gpam.data.text import read_lines, split_text
 from gpam.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, CharTokenizer, WordTokenizer
 
 
@@ -35,7 +36,7 @@ def test_non_utf8_is_a_clear_error_or_a_counted_skip(tmp_path):
         read_lines(tmp_path)
 
 
-def test_pairs_mismatch_and_skips(tmp_path, data_dir):
+def test_pairs_mismatch_and_skips(tmp_path):
     src, tgt = tmp_path / "s.gz", tmp_path / "t.gz"
     src.write_bytes(gzip.compress(b"a b\n\nc\nd\n"))
     tgt.write_bytes(gzip.compress(b"A B\nX\n\nD\n"))
@@ -44,17 +45,30 @@ def test_pairs_mismatch_and_skips(tmp_path, data_dir):
     tgt.write_bytes(gzip.compress(b"A\nB\n"))
     with pytest.raises(ValueError, match=r"not aligned: .*s.gz has 4 lines but .*t.gz has 2"):
         read_pairs(src, tgt)
+
+
+def test_multi30k_validation_pairs(data_dir):
+    """Extra, with the shared corpora: the real Multi30k validation split reads as 1014 pairs."""
     m = data_dir / "multi30k"
     pairs, st = read_pairs(m / "val.de.gz", m / "val.en.gz")
     assert st.pairs == len(pairs) == 1014 and pairs[0][1].startswith("A group of men")
 
 
-def test_pair_batches_padding_and_buckets(data_dir):
-    m = data_dir / "multi30k"
-    pairs, _ = read_pairs(m / "val.de.gz", m / "val.en.gz")
+def _pairs(source, request, tmp_path):
+    if source == "generated":
+        f = write_pairs(tmp_path / "p", n_train=400, n_valid=2)
+        return read_pairs(f["train_src"], f["train_tgt"])[0]
+    m = request.getfixturevalue("data_dir") / "multi30k"
+    return read_pairs(m / "val.de.gz", m / "val.en.gz")[0]
+
+
+@pytest.mark.parametrize("source", ["generated", "real"])
+def test_pair_batches_padding_and_buckets(source, request, tmp_path):
+    pairs = _pairs(source, request, tmp_path)
     tok = WordTokenizer.train([s for p in pairs for s in p])
-    data, cut = encode_pairs(pairs, tok, tok, max_len=20)
-    assert cut > 0 and all(len(s) <= 19 and len(t) <= 19 for s, t in data)
+    limit = 20 if source == "real" else 8  # generated sentences are short: cut some anyway
+    data, cut = encode_pairs(pairs, tok, tok, max_len=limit)
+    assert cut > 0 and all(len(s) <= limit - 1 and len(t) <= limit - 1 for s, t in data)
     b = PairBatcher(data, max_tokens=300, seed=1)
     batches = b.epoch_batches(0)
     assert sorted(i for bt in batches for i in bt) == list(range(len(data)))  # each pair once
@@ -84,8 +98,11 @@ def test_collate_shapes():
     assert x["tgt_out"].tolist() == [[8, EOS_ID, 0, 0], [8, 9, 10, EOS_ID]]
 
 
-def test_lm_stream_and_eval_windows(data_dir):
-    text, _ = read_text(data_dir / "tinyshakespeare" / "input.txt")
+@pytest.mark.parametrize("source", ["generated", "real"])
+def test_lm_stream_and_eval_windows(source, request):
+    text = "\n".join(
+        real_or_generated(source, request, "shakespeare", 10**6 if source == "real" else 3000)
+    )
     train, held = split_text(text, 0.9)
     assert train + held == text and abs(len(held) - 0.1 * len(text)) < 2
     tok = CharTokenizer.train([train[:20000]])
@@ -102,8 +119,9 @@ def test_lm_stream_and_eval_windows(data_dir):
         LMStream(ids[:5], seq_len=16, batch_size=2)
 
 
-def test_word_corpus_appends_eos(data_dir):
-    lines = (data_dir / "ptb" / "ptb.test.txt").read_text().splitlines()[:30]
+@pytest.mark.parametrize("source", ["generated", "real"])
+def test_word_corpus_appends_eos(source, request):
+    lines = real_or_generated(source, request, "ptb.test", 30) + ["", "   "]
     tok = WordTokenizer.train(lines)
     ids = encode_corpus(lines, tok)
     assert int((ids == EOS_ID).sum()) == len([ln for ln in lines if ln.strip()])

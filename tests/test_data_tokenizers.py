@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import gzip
-
 import pytest
 
+from gen_data import real_or_generated
 from gpam.data.tokenizer import (
     BOS_ID,
     EOS_ID,
@@ -18,10 +17,7 @@ from gpam.data.tokenizer import (
     train_tokenizer,
 )
 
-
-def _multi30k(data_dir, split, lang, n):
-    with gzip.open(data_dir / "multi30k" / f"{split}.{lang}.gz", "rt", encoding="utf-8") as f:
-        return [next(f).strip() for _ in range(n)]
+SOURCES = pytest.mark.parametrize("source", ["generated", "real"])
 
 
 def test_specials_are_first_for_every_kind():
@@ -31,8 +27,9 @@ def test_specials_are_first_for_every_kind():
         assert (tok.pad_id, tok.bos_id, tok.eos_id, tok.unk_id) == (0, 1, 2, 3)
 
 
-def test_char_round_trip_and_unknown(data_dir, tmp_path):
-    text = (data_dir / "tinyshakespeare" / "input.txt").read_text()[:5000]
+@SOURCES
+def test_char_round_trip_and_unknown(source, request, tmp_path):
+    text = "\n".join(real_or_generated(source, request, "shakespeare", 200))[:5000]
     tok = CharTokenizer.train([text])
     assert tok.decode(tok.encode(text)) == text
     assert tok.encode("\u00e9") == [UNK_ID]
@@ -41,8 +38,9 @@ def test_char_round_trip_and_unknown(data_dir, tmp_path):
     assert isinstance(again, CharTokenizer) and again.encode(text) == tok.encode(text)
 
 
-def test_word_min_freq_and_cap(data_dir):
-    lines = (data_dir / "ptb" / "ptb.valid.txt").read_text().splitlines()[:500]
+@SOURCES
+def test_word_min_freq_and_cap(source, request):
+    lines = real_or_generated(source, request, "ptb.valid", 500)
     full = WordTokenizer.train(lines)
     rare = WordTokenizer.train(lines, min_freq=3)
     capped = WordTokenizer.train(lines, vocab_size=50)
@@ -50,18 +48,22 @@ def test_word_min_freq_and_cap(data_dir):
     assert 4 < rare.vocab_size < full.vocab_size
     ids = capped.encode(lines[0])
     assert len(ids) == len(lines[0].split())
-    assert UNK_ID in ids  # a 50-word vocabulary cannot hold a whole PTB sentence
+    if source == "real":
+        assert UNK_ID in ids  # a 50-word vocabulary cannot hold a whole PTB sentence
     assert full.decode(full.encode(lines[1])) == " ".join(lines[1].split())
     # decode stops at <eos> and drops <pad>/<bos>
     assert full.decode([BOS_ID, *full.encode("the"), EOS_ID, *full.encode("a")]) == "the"
     assert full.decode([PAD_ID, *full.encode("the"), PAD_ID]) == "the"
 
 
-def test_bpe_lossless_on_held_out_text(data_dir, tmp_path):
-    train = _multi30k(data_dir, "train", "de", 2000) + _multi30k(data_dir, "train", "en", 2000)
-    tok = BPETokenizer.train(train, vocab_size=800)
-    assert tok.vocab_size <= 800 + 256  # merges + byte fallback
-    test = _multi30k(data_dir, "test_2016_flickr", "de", 50)
+@SOURCES
+def test_bpe_lossless_on_held_out_text(source, request, tmp_path):
+    train = real_or_generated(source, request, "multi30k.train.de", 2000)
+    train += real_or_generated(source, request, "multi30k.train.en", 2000)
+    vs = 800 if source == "real" else 60  # the generated text has ~70 distinct words
+    tok = BPETokenizer.train(train, vocab_size=vs)
+    assert tok.vocab_size <= vs + 256  # merges + byte fallback
+    test = real_or_generated(source, request, "multi30k.test_2016_flickr.de", 50)
     for s in test:
         ids = tok.encode(s)
         assert all(0 <= i < tok.vocab_size for i in ids)
