@@ -290,3 +290,24 @@ def test_gpu_check_smoke_includes_the_fused_kernel(tmp_path):
     fused = [c for c in report["checks"] if c["what"].startswith("dagpam_fused")]
     assert len(fused) == 12 and all(c["ok"] for c in fused)
     assert any(t["method"] == "dagpam_fused" for t in report["timings"])
+
+
+@pytest.mark.skipif(CHILD, reason="compiles for CUDA targets, not in the interpreter")
+def test_kernels_compile_for_sm80_without_tf32(tmp_path):
+    """Ahead-of-time CUDA compile (no GPU needed): fp32 PTX has no TF32, bf16 PTX uses MMA."""
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "kernel_compile_check.py"
+    out = tmp_path / "compile.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"
+    args = ["--targets", "80", "--dtypes", "float32,bfloat16", "--kernels", "fwd", "--head-dims",
+            "32", "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(script), *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = {r["dtype"]: r for r in json.loads(out.read_text())["results"]}
+    assert results["float32"]["tf32_in_ptx"] == 0 and results["float32"]["cubin_bytes"] > 0
+    assert results["bfloat16"]["mma_in_ptx"] > 0
