@@ -20,7 +20,7 @@ SPECIAL = {
     "--hf-column": "body",
     "--attention": "softmax",
     "--neg-query": "negate",
-    "--neg-init": "zeros",
+    "--neg-init": "neg_identity",
     "--lambda-mode": "head",
     "--hf-model": None,  # a mode of its own (tested below)
     "--out": "elsewhere",

@@ -37,6 +37,21 @@ def add_seed(parser: argparse.ArgumentParser, default: int = 0) -> None:
     )
 
 
+def add_dagpam_options(group: argparse._ArgumentGroup) -> None:
+    """``--neg-query``, ``--neg-init``, ``--lambda-mode``: daGPAM settings of the model config
+    (default: the model's own), choices from ``gpam.nn.multihead``."""
+    from gpam.nn.multihead import LAMBDA_MODES, NEG_INITS, NEG_QUERIES
+
+    for name, choices, what in (
+        ("--neg-query", NEG_QUERIES, "negative query map"),
+        ("--neg-init", NEG_INITS, "initialisation of the negative query map"),
+        ("--lambda-mode", LAMBDA_MODES, "lambda: fixed, learnable per head, or per token"),
+    ):
+        group.add_argument(
+            name, choices=choices, default=None, help=f"daGPAM {what} (default: the model's)"
+        )
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     value = int(text)

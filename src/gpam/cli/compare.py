@@ -6,6 +6,7 @@ import argparse
 import json
 
 from gpam.cli._common import (
+    add_dagpam_options,
     add_device,
     add_out,
     comma_floats,
@@ -66,11 +67,7 @@ def _add_grid(p: argparse.ArgumentParser, kind: str, steps: int) -> None:
         help="add 'softmax-matched': softmax with a wider feed-forward so its parameter count "
         "matches daGPAM's",
     )
-    g.add_argument("--neg-query", default=None, help="daGPAM negative query for every daGPAM run")
-    g.add_argument("--neg-init", default=None, help="daGPAM negative-query initialisation")
-    g.add_argument(
-        "--lambda-mode", default=None, help="daGPAM lambda: fixed, head (learnable) or token"
-    )
+    add_dagpam_options(g)
     b = p.add_argument_group("budget (equal for every run)")
     b.add_argument(
         "--steps", type=positive_int, default=steps, help=f"training steps per run ({steps})"

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from gpam.cli._common import add_device, add_out, add_seed, default_out, positive_int
+from gpam.cli._common import (
+    add_dagpam_options,
+    add_device,
+    add_out,
+    add_seed,
+    default_out,
+    positive_int,
+)
 
 
 def _add_model(p: argparse.ArgumentParser, nmt: bool) -> None:
@@ -34,11 +41,7 @@ def _add_model(p: argparse.ArgumentParser, nmt: bool) -> None:
         default=None,
         help="learn lambda per head (default: off; on with --hf-model)",
     )
-    g.add_argument("--neg-query", default=None, help="daGPAM negative query (model default)")
-    g.add_argument("--neg-init", default=None, help="daGPAM negative-query initialisation")
-    g.add_argument(
-        "--lambda-mode", default=None, help="daGPAM lambda: fixed, head (learnable) or token"
-    )
+    add_dagpam_options(g)
     g.add_argument(
         "--d-model",
         type=positive_int,
