@@ -406,3 +406,30 @@ def test_rank_collapse_cli_passes_neg_query(tmp_path):
     data = json.loads((out / "rank_collapse.json").read_text())
     assert data["config"]["neg_query"] == "negate"
     assert [r["label"] for r in data["results"]] == ["dagpam lam_neg=1 negate"]
+
+
+# ------------------------------------------------------------------------ checkpoints
+@pytest.mark.parametrize("variant", ["softmax", "dagpam"])
+def test_checkpoint_at_initialisation_equals_its_reinitialised_twin(tmp_path, variant):
+    """A checkpoint saved straight after construction with seed s is its own re-initialised
+    twin (same seed): every measure must agree exactly, and the report must say so."""
+    from gpam.analysis import run_phase
+    from gpam.models import LMConfig, TransformerLM, save_pretrained
+
+    cfg = LMConfig(vocab_size=11, d_model=16, n_layers=2, n_heads=2, attention=variant)
+    torch.manual_seed(3)
+    save_pretrained(TransformerLM(cfg), tmp_path / "m")
+    res = run_phase(
+        tmp_path / "out", checkpoint=tmp_path / "m", length=6, trials=2, batch=2, seed=3,
+        show_progress=False,
+    )  # fmt: skip
+    trained, init = res["models"]
+    assert (trained["which"], init["which"]) == ("trained", "init")
+    for key in ("logit_std", "jacobian_rel", "region_quantity", "residual_model"):
+        assert len(trained[key]) == 2
+        assert trained[key] == init[key], key
+    assert (trained["logit_std_neg"][0] is None) == (variant == "softmax")
+    assert all(r > 0 for r in trained["region_quantity"])
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "(1x)" in text and "## trained" in text and "## init" in text
+    assert json.loads((tmp_path / "out" / "phase_checkpoint.json").read_text())["config"]["causal"]
