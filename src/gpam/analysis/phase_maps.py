@@ -161,13 +161,13 @@ def jacobian_rel(
         return (j1**2 + lam**2 * j2**2).sqrt() / ref
     extra = {n: v for n, v in mha.attn_kwargs.items() if n != "scale"}
     if variant == "cog":
-        w = cog_attention(q, k, k, scale=scale, is_causal=is_causal, return_weights=True, **extra)[
-            1
-        ]
+        _, w = cog_attention(
+            q, k, k, scale=scale, is_causal=is_causal, return_weights=True, **extra
+        )
         return softmax_jacobian_fro(w.abs()) / ref
-    w = sigmoid_attention(q, k, k, scale=scale, is_causal=is_causal, return_weights=True, **extra)[
-        1
-    ]
+    _, w = sigmoid_attention(
+        q, k, k, scale=scale, is_causal=is_causal, return_weights=True, **extra
+    )
     return (w * w * (1.0 - w) ** 2).sum(-1).sqrt() / ref
 
 
