@@ -361,7 +361,8 @@ def _run_nmt(a: argparse.Namespace) -> int:
 # options `gpam train lm --hf-model` passes on; every other option must keep its default
 HF_OPTIONS = {
     "hf_model", "train", "holdout_fraction", "attention", "lam_neg", "learnable_lambda",
-    "neg_query", "steps", "time_budget", "budget_clock", "lr", "warmup", "schedule",
+    "neg_query", "neg_init", "lambda_mode", "steps", "time_budget", "budget_clock", "lr",
+    "warmup", "schedule",
     "weight_decay", "clip", "accum", "bf16", "batch_size", "seq_len", "seed", "device", "out",
     "quiet", "skip_bad_lines", "max_eval_tokens",
 }  # fmt: skip
@@ -398,7 +399,7 @@ def _run_hf_finetune(a: argparse.Namespace) -> int:
         attention=a.attention,
         lam_neg=0.0 if a.lam_neg is None else a.lam_neg,
         learnable_lambda=True if a.learnable_lambda is None else a.learnable_lambda,
-        **({"neg_query": a.neg_query} if a.neg_query is not None else {}),
+        **{k: getattr(a, k) for k in ("neg_query", "neg_init", "lambda_mode") if getattr(a, k)},
         val_fraction=a.holdout_fraction,
         device=a.device,
         skip_bad=a.skip_bad_lines,

@@ -212,6 +212,8 @@ def finetune_text(
     lam_neg: float = 0.0,
     learnable_lambda: bool = True,
     neg_query: str = "linear",
+    lambda_mode: str | None = None,
+    neg_init: str = "orthogonal",
     val_fraction: float = 0.1,
     device: str = "cpu",
     skip_bad: bool = False,
@@ -252,6 +254,8 @@ def finetune_text(
             lam_neg=lam_neg,
             learnable_lambda=learnable_lambda,
             neg_query=neg_query,
+            lambda_mode=lambda_mode,
+            neg_init=neg_init,
         )
     from gpam.data.text import read_text
 
