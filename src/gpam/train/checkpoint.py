@@ -185,6 +185,9 @@ def load_checkpoint(
         },
         meta["optimizer"],
     )
+    if isinstance(meta["rng"], dict):  # a checkpoint of an earlier version: one process
+        meta["rng"] = [meta["rng"]]
+        tensors = {("rng/0/" + k[4:] if k.startswith("rng/") else k): v for k, v in tensors.items()}
     mine = _tensors_of_rank(tensors, rank)
     if not mine or rank >= len(meta["rng"]):
         raise ValueError(

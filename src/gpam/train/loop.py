@@ -213,14 +213,14 @@ def train_loop(
     if out is None and resume:
         raise ValueError("resume needs an output folder (out) with checkpoints")
     ck_root = out / "checkpoints" if out is not None else None
-    opt = torch.optim.AdamW(
-        [
-            {k: v for k, v in g.items() if k != "names"}
-            for g in parameter_groups(model, cfg.weight_decay)
-        ],
-        lr=cfg.lr,
-        betas=(cfg.beta1, cfg.beta2),
-    )
+    groups = [
+        {k: v for k, v in g.items() if k != "names"}
+        for g in parameter_groups(model, cfg.weight_decay)
+        if g["params"]
+    ]
+    if not groups:
+        raise ValueError("model has no parameter with requires_grad=True to train")
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     st: dict[str, Any] = {
         "step": 0,
         "pos": {},
