@@ -14,6 +14,18 @@ from gpam.cli._common import (
 )
 
 
+def _per_task(g: argparse._ArgumentGroup, nmt: bool):
+    """``add(flag, lm_default, nmt_default, help, **kw)``: an option whose default depends on the
+    task."""
+
+    def add(flag: str, lm: object, nmt_default: object, text: str, **kw: object) -> None:
+        g.add_argument(
+            flag, default=nmt_default if nmt else lm, help=f"{text} (default: %(default)s)", **kw
+        )
+
+    return add
+
+
 def _add_model(p: argparse.ArgumentParser, nmt: bool) -> None:
     g = p.add_argument_group("model")
     g.add_argument(
@@ -42,33 +54,15 @@ def _add_model(p: argparse.ArgumentParser, nmt: bool) -> None:
         help="learn lambda per head (default: off; on with --hf-model)",
     )
     add_dagpam_options(g)
-    g.add_argument(
-        "--d-model",
-        type=positive_int,
-        default=128 if nmt else 256,
-        help="model width (default: %(default)s)",
-    )
-    g.add_argument(
-        "--layers",
-        type=positive_int,
-        default=3 if nmt else 4,
-        help="layers (per encoder and decoder for nmt; default: %(default)s)",
-    )
+    per_task = _per_task(g, nmt)
+    per_task("--d-model", 256, 128, "model width", type=positive_int)
+    per_task("--layers", 4, 3, "layers (per encoder and decoder for nmt)", type=positive_int)
     g.add_argument("--heads", type=positive_int, default=4, help="attention heads (default: 4)")
     g.add_argument("--d-ff", type=positive_int, default=None, help="MLP width (default: 4 d_model)")
     g.add_argument("--dropout", type=float, default=0.1, help="dropout (default: 0.1)")
-    g.add_argument(
-        "--norm",
-        choices=("pre", "post"),
-        default="post" if nmt else "pre",
-        help="pre- or post-LayerNorm (default: %(default)s)",
-    )
-    g.add_argument(
-        "--positions",
-        choices=("sinusoidal", "learned", "rotary"),
-        default="sinusoidal" if nmt else "learned",
-        help="position encoding (default: %(default)s)",
-    )
+    per_task("--norm", "pre", "post", "pre- or post-LayerNorm", choices=("pre", "post"))
+    per_task("--positions", "learned", "sinusoidal", "position encoding",
+             choices=("sinusoidal", "learned", "rotary"))  # fmt: skip
 
 
 def _add_train(p: argparse.ArgumentParser, nmt: bool) -> None:
@@ -90,24 +84,11 @@ def _add_train(p: argparse.ArgumentParser, nmt: bool) -> None:
         help="what --time-budget counts: wall-clock seconds, this process's CPU seconds "
         "(fairer on a shared machine) or optimiser steps (deterministic; default: wall)",
     )
-    g.add_argument(
-        "--lr",
-        type=float,
-        default=5e-4 if nmt else 1e-3,
-        help="peak learning rate (default: %(default)s)",
-    )
-    g.add_argument(
-        "--warmup",
-        type=int,
-        default=200 if nmt else 100,
-        help="linear warmup steps (default: %(default)s)",
-    )
-    g.add_argument(
-        "--schedule",
-        choices=("inverse_sqrt", "cosine", "constant"),
-        default="inverse_sqrt" if nmt else "cosine",
-        help="decay after warmup (default: %(default)s)",
-    )
+    per_task = _per_task(g, nmt)
+    per_task("--lr", 1e-3, 5e-4, "peak learning rate", type=float)
+    per_task("--warmup", 100, 200, "linear warmup steps", type=int)
+    per_task("--schedule", "cosine", "inverse_sqrt", "decay after warmup",
+             choices=("inverse_sqrt", "cosine", "constant"))  # fmt: skip
     g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
     g.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip, 0 = off")
     g.add_argument("--accum", type=positive_int, default=1, help="gradient accumulation steps")

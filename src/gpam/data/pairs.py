@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from gpam.data.text import _open_bytes
+from gpam.data.text import Stats, _open_bytes
 from gpam.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
 
 @dataclass
-class PairStats:
+class PairStats(Stats):
     """What :func:`read_pairs` kept and skipped."""
 
     src: str
@@ -30,10 +30,6 @@ class PairStats:
     pairs: int = 0
     empty_skipped: int = 0
     bad_utf8_skipped: int = 0
-
-    def to_dict(self) -> dict:
-        """JSON-safe copy."""
-        return asdict(self)
 
     def summary(self) -> str:
         """One line for logs and reports."""

@@ -13,18 +13,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 
+class Stats:
+    """Counts of what a reader kept and skipped (a dataclass), JSON-safe through
+    :meth:`to_dict`."""
+
+    def to_dict(self) -> dict:
+        """JSON-safe copy."""
+        return asdict(self)
+
+
 @dataclass
-class ReadStats:
+class ReadStats(Stats):
     """What :func:`read_lines` read and skipped."""
 
     path: str
     lines: int = 0
     empty_skipped: int = 0
     bad_utf8_skipped: int = 0
-
-    def to_dict(self) -> dict:
-        """JSON-safe copy."""
-        return asdict(self)
 
     def summary(self) -> str:
         """One line for logs and reports."""

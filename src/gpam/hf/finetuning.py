@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -129,26 +128,11 @@ def finetune(
     from gpam.train.distributed import DistInfo
     from gpam.train.loop import TrainConfig, train_loop
 
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if not isinstance(seq_len, int) or seq_len < 1:
-        raise ValueError(f"seq_len must be an int >= 1, got {seq_len!r}")
-    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if trainable not in TRAINABLE:
-        raise ValueError(f"trainable must be one of {TRAINABLE}, got {trainable!r}")
-    _check_ids("train_ids", train_ids, seq_len)
-    _check_ids("val_ids", val_ids, seq_len)
-    keep = set(map(id, gpam_parameters(model))) if trainable == "gpam" else None
-    if keep is not None and not keep:
-        raise ValueError("trainable='gpam' but the model has no gpam parameters (convert it first)")
     cfg = TrainConfig(
         steps=steps,
         time_budget=time_budget,
         budget_clock=budget_clock,
-        lr=float(lr),
+        lr=lr,
         warmup=warmup,
         schedule=schedule,
         weight_decay=weight_decay,
@@ -160,6 +144,16 @@ def finetune(
         checkpoint_every=steps,
         seed=seed,
     )
+    for name, v in (("batch_size", batch_size), ("seq_len", seq_len)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    if trainable not in TRAINABLE:
+        raise ValueError(f"trainable must be one of {TRAINABLE}, got {trainable!r}")
+    _check_ids("train_ids", train_ids, seq_len)
+    _check_ids("val_ids", val_ids, seq_len)
+    keep = set(map(id, gpam_parameters(model))) if trainable == "gpam" else None
+    if keep is not None and not keep:
+        raise ValueError("trainable='gpam' but the model has no gpam parameters (convert it first)")
     device = next(model.parameters()).device
     task = HFLMTask(train_ids, val_ids, seq_len, batch_size, seed, device, eval_batches)
     before = task.validate(model)
