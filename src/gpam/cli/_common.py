@@ -37,6 +37,25 @@ def add_seed(parser: argparse.ArgumentParser, default: int = 0) -> None:
     )
 
 
+def add_budget(group: argparse._ArgumentGroup) -> None:
+    """``--time-budget`` and ``--budget-clock`` (the engine's time budget)."""
+    group.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help="stop after this much training time instead of a step count (--steps becomes a "
+        "cap); validation and checkpoints are not counted, cosine decays over it, and under "
+        "torchrun rank 0's clock decides",
+    )
+    group.add_argument(
+        "--budget-clock",
+        choices=("wall", "cpu", "steps"),
+        default="wall",
+        help="what --time-budget counts: wall-clock seconds, this process's CPU seconds "
+        "(fairer on a shared machine) or optimiser steps (deterministic; default: wall)",
+    )
+
+
 def add_dagpam_options(group: argparse._ArgumentGroup) -> None:
     """``--neg-query``, ``--neg-init``, ``--lambda-mode``: daGPAM settings of the model config
     (default: the model's own), choices from ``gpam.nn.multihead``."""

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from gpam.cli._common import (
+    add_budget,
     add_dagpam_options,
     add_device,
     add_out,
@@ -72,19 +73,7 @@ def _add_grid(p: argparse.ArgumentParser, kind: str, steps: int) -> None:
     b.add_argument(
         "--steps", type=positive_int, default=steps, help=f"training steps per run ({steps})"
     )
-    b.add_argument(
-        "--time-budget",
-        type=_positive_float,
-        default=None,
-        help="training time per run (validation not counted) instead of a step count; "
-        "--steps becomes a cap",
-    )
-    b.add_argument(
-        "--budget-clock",
-        choices=("wall", "cpu", "steps"),
-        default="wall",
-        help="what --time-budget counts: wall seconds, process CPU seconds, or steps (wall)",
-    )
+    add_budget(b)
     if kind == "nmt":
         b.add_argument(
             "--max-tokens",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from gpam.cli._common import (
+    add_budget,
     add_dagpam_options,
     add_device,
     add_out,
@@ -70,20 +71,7 @@ def _add_train(p: argparse.ArgumentParser, nmt: bool) -> None:
     g.add_argument(
         "--steps", type=positive_int, default=1000, help="optimiser steps (default: 1000)"
     )
-    g.add_argument(
-        "--time-budget",
-        type=float,
-        default=None,
-        help="stop after this much training time (validation and checkpoints are not "
-        "counted; cosine decays over it); under torchrun rank 0's clock decides",
-    )
-    g.add_argument(
-        "--budget-clock",
-        choices=("wall", "cpu", "steps"),
-        default="wall",
-        help="what --time-budget counts: wall-clock seconds, this process's CPU seconds "
-        "(fairer on a shared machine) or optimiser steps (deterministic; default: wall)",
-    )
+    add_budget(g)
     per_task = _per_task(g, nmt)
     per_task("--lr", 1e-3, 5e-4, "peak learning rate", type=float)
     per_task("--warmup", 100, 200, "linear warmup steps", type=int)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from gpam.data.lm import LMDataOptions, LMStream, eval_windows, prepare_lm_corpus
 from gpam.train.checkpoint import resume_tokenizer
 from gpam.train.distributed import DistInfo, cleanup, setup_distributed
-from gpam.train.loop import TrainConfig, nats_to_ppl, summed_nll, train_loop
+from gpam.train.loop import TrainConfig, mean_nll, nats_to_ppl, train_loop
 from gpam.train.report import finish_run, params_line
 
 
@@ -84,13 +84,9 @@ def lm_loss(
     is left in eval mode). ``logits_fn(model, x)`` gives the logits (default ``model(x)``;
     Hugging Face models pass ``model(input_ids=x).logits``)."""
     model.eval()
-    total, n = 0.0, 0
-    for x, y in eval_windows(ids, seq_len, batch_size, max_tokens):
-        x = x.to(device)
-        logits = logits_fn(model, x) if logits_fn is not None else model(x)
-        batch_total, batch_n = summed_nll(logits, y.to(device))
-        total, n = total + batch_total, n + batch_n
-    return total / n
+    forward = logits_fn or (lambda m, x: m(x))
+    windows = eval_windows(ids, seq_len, batch_size, max_tokens)
+    return mean_nll((forward(model, x.to(device)), y.to(device)) for x, y in windows)
 
 
 def train_lm(

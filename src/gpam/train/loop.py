@@ -23,7 +23,7 @@ import json
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -386,6 +386,16 @@ def nats_to_ppl(loss: float) -> float:
         return math.exp(loss)
     except OverflowError:
         return float("inf")
+
+
+def mean_nll(pairs: Iterable[tuple[Tensor, Tensor]], ignore_index: int = -100) -> float:
+    """Mean cross-entropy (nats per target) over ``(logits, targets)`` batches: the summed loss
+    of every batch divided by the total count (so batch sizes do not weight the mean)."""
+    total, n = 0.0, 0
+    for logits, targets in pairs:
+        t, c = summed_nll(logits, targets, ignore_index)
+        total, n = total + t, n + c
+    return total / n
 
 
 def summed_nll(logits: Tensor, targets: Tensor, ignore_index: int = -100) -> tuple[float, int]:

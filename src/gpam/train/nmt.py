@@ -18,7 +18,7 @@ from gpam.data.tokenizer import PAD_ID, train_tokenizer
 from gpam.train.checkpoint import resume_tokenizer
 from gpam.train.distributed import DistInfo, cleanup, setup_distributed
 from gpam.train.lm import seed_everything
-from gpam.train.loop import TrainConfig, nats_to_ppl, summed_nll, train_loop
+from gpam.train.loop import TrainConfig, mean_nll, nats_to_ppl, train_loop
 from gpam.train.report import finish_run, params_line
 
 
@@ -119,13 +119,15 @@ class NMTTask:
     @torch.no_grad()
     def validate(self, model: nn.Module) -> dict[str, float]:
         model.eval()
-        total, n = 0.0, 0
-        for idx in self.valid.epoch_batches(0):
-            b = {k: v.to(self.device) for k, v in self.valid.get(idx).items()}
-            logits = model(b["src"], b["tgt_in"], b["src_padding_mask"], b["tgt_padding_mask"])
-            batch_total, batch_n = summed_nll(logits, b["tgt_out"], ignore_index=PAD_ID)
-            total, n = total + batch_total, n + batch_n
-        return {"loss": total / n, "perplexity": nats_to_ppl(total / n)}
+
+        def batches():
+            for idx in self.valid.epoch_batches(0):
+                b = {k: v.to(self.device) for k, v in self.valid.get(idx).items()}
+                src, tgt = b["src"], b["tgt_in"]
+                yield model(src, tgt, b["src_padding_mask"], b["tgt_padding_mask"]), b["tgt_out"]
+
+        loss = mean_nll(batches(), ignore_index=PAD_ID)
+        return {"loss": loss, "perplexity": nats_to_ppl(loss)}
 
 
 def train_nmt(
