@@ -137,18 +137,24 @@ def write_report(results: dict[str, Any], out: str | Path) -> Path:
     plots = plot_curves(results, out)
     corr = summary["rank_collapse_vs_metric"]
     better = "higher" if summary["higher_is_better"] else "lower"
+    clock = tr.get("budget_clock", "wall")
+    unit = "steps" if clock == "steps" else f"s of {clock}-clock training time"
     budget = (
-        f"{tr['time_budget']:g} s wall time per run (at most {tr['steps']} steps)"
+        f"{tr['time_budget']:g} {unit} per run, validation excluded (at most {tr['steps']} steps)"
         if tr.get("time_budget")
         else f"{tr['steps']} steps per run"
     )
+    model = "Seq2SeqTransformer" if results["kind"] == "nmt" else "TransformerLM"
     text = [
         f"# gpam compare {results['kind']}: {results['task']['task']}",
         "",
         "Task: " + ", ".join(f"{k}={v}" for k, v in results["task"].items() if k != "task") + "  ",
-        f"Model: TransformerLM d_model={cfg['d_model']}, n_layers={cfg['n_layers']}, "
+        f"Model: {model} d_model={cfg['d_model']}, n_layers={cfg['n_layers']}, "
         f"n_heads={cfg['n_heads']}, daGPAM lam_neg={cfg['lam_negs']}  ",
-        f"Budget: {budget}, batch {tr['batch_size']}, lr {tr['lr']:g}, device {tr['device']}; "
+        f"Budget: {budget}, "
+        + ("batches of --max-tokens" if results["kind"] == "nmt" else f"batch {tr['batch_size']}")
+        + f", lr {tr['lr']:g} (warmup {tr.get('warmup', 0.1):g} of steps, cosine), weight decay "
+        f"{tr.get('weight_decay', 0.01):g}, device {tr['device']}; "
         f"seeds {cfg['seeds']}; runs done {summary['n_runs_done']}/{summary['n_runs_planned']}.",
         "",
         f"Final validation **{summary['metric']}** ({better} is better). Δ: paired difference "
