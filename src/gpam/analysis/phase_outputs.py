@@ -75,7 +75,10 @@ def heatmaps(results: Sequence[dict], arch: str, path: Path):
     vos = sorted({r["vo_gain"] for r in results})
     cols = min(4, len(labels))
     rows_n = math.ceil(len(labels) / cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(3.6 * cols, 3.0 * rows_n), squeeze=False)
+    fig, axes = plt.subplots(
+        rows_n, cols, figsize=(3.8 * cols + 1.0, 3.2 * rows_n + 0.6), squeeze=False,
+        constrained_layout=True,
+    )  # fmt: skip
     cell = {
         (r["label"], r["qk_gain"], r["vo_gain"]): r for r in results if r["architecture"] == arch
     }
@@ -91,8 +94,8 @@ def heatmaps(results: Sequence[dict], arch: str, path: Path):
         ]
         data = [[math.nan if x is None else x for x in row] for row in grid]
         image = ax.imshow(data, origin="lower", aspect="auto", vmin=0.0, vmax=1.0, cmap="viridis")
-        ax.set_xticks(range(len(qks)), [f"{q:g}" for q in qks], fontsize=6, rotation=90)
-        ax.set_yticks(range(len(vos)), [f"{v:g}" for v in vos], fontsize=6)
+        ax.set_xticks(range(len(qks)), [f"{q:.3g}" for q in qks], fontsize=6, rotation=90)
+        ax.set_yticks(range(len(vos)), [f"{v:.3g}" for v in vos], fontsize=6)
         ax.set_title(label, fontsize=8)
         ax.set_xlabel("qk gain", fontsize=7)
         ax.set_ylabel("vo gain", fontsize=7)

@@ -288,7 +288,8 @@ def _register_phase(asub: argparse._SubParsersAction) -> None:
         default=None,
         help="folder of a trained model (gpam compare --save-models, gpam train): measure its "
         "own layers (logit scale vs the same model re-initialised, Jacobian, region quantity, "
-        "residual of its attention stack) instead of the gain grid",
+        "residual of its attention layers as an --architectures stack: attention_norm or "
+        "attention) instead of the gain grid",
     )
     _add_stack_options(ph, trials=3, batch=2)
     add_out(ph)
@@ -359,7 +360,12 @@ def _phase(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if args.checkpoint is not None:
         names = ("length", "trials", "batch", "seed", "dtype", "gamma", "threads")
-        run_phase(out, checkpoint=args.checkpoint, **{n: getattr(args, n) for n in names})
+        run_phase(
+            out,
+            checkpoint=args.checkpoint,
+            architecture=args.architectures[0],
+            **{n: getattr(args, n) for n in names},
+        )
         print(f"wrote {out}/phase_checkpoint.json and report.md")
         return 0
     run_phase(
