@@ -25,6 +25,13 @@ SCRIPT = textwrap.dedent(
     kill_at, resume, rank = int(kill_at), resume == "1", int(os.environ["RANK"])
     if mode == "skew" and rank == 1:  # rank 1's clock runs a million times too fast
         loop.CLOCKS["wall"] = lambda: 1e6 * time.perf_counter()
+    if mode == "early":  # rank 0's validation improves every time, rank 1's gets worse
+        import gpam.train.lm as lm_mod
+        calls = []
+        def scripted(self, model):
+            calls.append(1)
+            return {"loss": 5.0 - len(calls) if rank == 0 else 1.0 + len(calls)}
+        lm_mod.LMTask.validate = scripted
     captured = {}
     real_loop = loop.train_loop
     def spy(model, *a, **k):
@@ -49,6 +56,9 @@ SCRIPT = textwrap.dedent(
         if mode == "skew":
             cfg = TrainConfig(steps=6, time_budget=1e4, budget_clock="wall", warmup=2,
                               eval_every=3, checkpoint_every=3, lr=3e-3, seed=5)
+        elif mode == "early":
+            cfg = TrainConfig(steps=4, patience=1, warmup=1, eval_every=1, checkpoint_every=4,
+                              seed=5)
         else:  # a deterministic budget: 10 steps' worth on the "steps" clock, 1000 as a cap
             cfg = TrainConfig(steps=1000, time_budget=10, budget_clock="steps", warmup=2,
                               eval_every=4, checkpoint_every=4, log_every=1, lr=3e-3, seed=5)
@@ -124,6 +134,17 @@ def test_ddp_rank0_clock_decides(tmp_path):
     assert res[0]["val"] == res[1]["val"]
     logged = (tmp_path / "s" / "log.jsonl").read_text()
     assert sorted(json.loads(r)["step"] for r in logged.splitlines()) == [3, 6]
+
+
+@pytest.mark.slow
+def test_ddp_rank0_decides_early_stopping(tmp_path):
+    """Rank 1's own validation would stop it after one evaluation (patience 1); rank 0's keeps
+    improving. Rank 0's result reaches every rank: both train all 4 steps, in sync."""
+    text = write_text(tmp_path / "text.txt", 200)
+    res = _results(_torchrun(tmp_path, "early", text, tmp_path / "e"))
+    assert res[0]["stopped"] == res[1]["stopped"] == "steps"
+    assert res[0]["steps"] == res[1]["steps"] == 4
+    assert res[0]["val"] == res[1]["val"] == 1.0 and res[0]["params"] == res[1]["params"]
 
 
 @pytest.mark.slow
