@@ -50,9 +50,17 @@ class NMTKind:
         self.name = data.hf_dataset or Path(data.train_src).name
 
     def describe(self) -> dict[str, Any]:
+        if not hasattr(self, "_described"):
+            self._described = self._describe()
+        return dict(self._described)
+
+    def _describe(self) -> dict[str, Any]:
         import hashlib
 
-        h = hashlib.sha256(repr((self.train_ids, self.valid_ids)).encode()).hexdigest()[:16]
+        h = hashlib.sha256()
+        for pairs in (self.train_ids, self.valid_ids):
+            for src, tgt in pairs:
+                h.update(bytes(str(src), "ascii") + b"|" + bytes(str(tgt), "ascii") + b";")
         return {
             "task": self.name,
             "metric": self.metric,
@@ -65,7 +73,7 @@ class NMTKind:
             "max_tokens": self.data.max_tokens,
             "train_pairs": len(self.train_ids),
             "valid_pairs": len(self.valid_ids),
-            "data_sha256": h,
+            "data_sha256": h.hexdigest()[:16],
         }
 
     def model_config(self, config: CompareConfig, spec: RunSpec) -> Any:
