@@ -433,3 +433,17 @@ def test_checkpoint_at_initialisation_equals_its_reinitialised_twin(tmp_path, va
     text = (tmp_path / "out" / "report.md").read_text()
     assert "(1x)" in text and "## trained" in text and "## init" in text
     assert json.loads((tmp_path / "out" / "phase_checkpoint.json").read_text())["config"]["causal"]
+
+
+def test_checkpoint_attention_norm_stack_agrees_between_rank_collapse_and_phase(tmp_path):
+    from gpam.analysis.checkpoint import rank_collapse_checkpoint
+    from gpam.analysis.phase_checkpoint import phase_checkpoint
+    from gpam.models import LMConfig, TransformerLM, save_pretrained
+
+    cfg = LMConfig(vocab_size=13, d_model=16, n_layers=3, n_heads=2, attention="dagpam")
+    save_pretrained(TransformerLM(cfg), tmp_path / "m")
+    common = {"length": 7, "trials": 2, "batch": 2, "seed": 1, "show_progress": False}
+    rc = rank_collapse_checkpoint(tmp_path / "m", architectures=["attention_norm"], **common)
+    ph = phase_checkpoint(tmp_path / "m", architecture="attention_norm", **common)
+    want = rc["results"][0]["residual_fro_mean"][1:]
+    assert torch.allclose(torch.tensor(ph["models"][0]["residual_stack"]), torch.tensor(want))

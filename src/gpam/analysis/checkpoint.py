@@ -1,11 +1,11 @@
 """The rank-collapse measure on the layers of a trained checkpoint (``gpam.models``).
 
 The model's own self-attention layers (a ``TransformerLM``'s blocks, or a
-``Seq2SeqTransformer``'s encoder) are run as three stacks on the model's own embedded inputs
-(random token ids, embeddings plus positions): ``attention`` (only the attention layers, no
-skip), ``attention_skip`` (``X + SA(X)``) and ``preln`` (the checkpoint's full Transformer
-layers as trained, whatever their norm placement). The weights are fixed, so trials vary the
-random token ids only.
+``Seq2SeqTransformer``'s encoder) are run as stacks on the model's own embedded inputs (random
+token ids, embeddings plus positions): ``attention`` (only the attention layers, no skip),
+``attention_norm`` (``SA(rmsnorm(X))``), ``attention_skip`` (``X + SA(X)``) and ``preln`` (the
+checkpoint's full Transformer layers as trained, whatever their norm placement). The weights are
+fixed, so trials vary the random token ids only.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -43,6 +44,8 @@ def _embed(model: nn.Module, ids: Tensor, dtype: torch.dtype) -> tuple[Tensor, A
 def _step(layer: nn.Module, x: Tensor, architecture: str, causal: bool, rotary: Any) -> Tensor:
     if architecture == "preln":
         return layer(x, is_causal=causal, rotary=rotary)
+    if architecture == "attention_norm":
+        return layer.self_attn(F.rms_norm(x, (x.shape[-1],)), is_causal=causal, rotary=rotary)
     y = layer.self_attn(x, is_causal=causal, rotary=rotary)
     return y if architecture == "attention" else x + y
 
