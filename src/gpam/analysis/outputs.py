@@ -16,6 +16,7 @@ from gpam.analysis.report import (
 
 ARCH_TITLES = {
     "attention": "pure attention (no skip, no MLP, no norm)",
+    "attention_norm": "attention of the RMS-normalised input (no skip, no MLP)",
     "attention_skip": "attention + skip connection",
     "preln": "pre-LN Transformer blocks",
 }
