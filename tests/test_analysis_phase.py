@@ -336,6 +336,8 @@ def test_config_errors_name_the_field():
         PhaseConfig(architectures=["mlp"]).validate()
     with pytest.raises(ValueError, match="neg_query"):
         PhaseConfig(variants=["dagpam"], neg_query=["sideways"]).validate()
+    with pytest.raises(ValueError, match="neg_init"):
+        PhaseConfig(variants=["dagpam"], neg_init=["zeros"]).validate()
 
 
 # ------------------------------------------------------------------------ CLI

@@ -67,10 +67,12 @@ def check_spec(spec: VariantSpec) -> None:
     if spec.variant not in VARIANTS:
         raise ValueError(f"variants: unknown variant {spec.variant!r}; expected one of {VARIANTS}")
     if spec.variant == "dagpam":
-        from gpam.nn.multihead import NEG_QUERIES
+        from gpam.nn.multihead import NEG_INITS, NEG_QUERIES
 
         if spec.neg_query not in NEG_QUERIES:
             raise ValueError(f"neg_query must be one of {NEG_QUERIES}, got {spec.neg_query!r}")
+        if spec.neg_init is not None and spec.neg_init not in NEG_INITS:
+            raise ValueError(f"neg_init must be one of {NEG_INITS}, got {spec.neg_init!r}")
         if spec.lam_neg is None or not spec.lam_neg >= 0:
             raise ValueError(f"lam_neg must be a number >= 0, got {spec.lam_neg!r}")
         if not spec.affine and (spec.lam_pos is None or not spec.lam_pos >= 0):
