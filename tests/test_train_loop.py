@@ -167,3 +167,20 @@ def test_after_backward_sees_complete_gradients_and_nan_stops(tmp_path):
                      None, DistInfo(), torch.device("cpu"), quiet=True)  # fmt: skip
     assert res["stopped"] == "diverged" and res["steps"] == 2
     assert all(torch.isfinite(p).all() for p in model.parameters())  # the NaN step not applied
+
+
+def test_budget_warmup_and_last_row(tmp_path):
+    """With warmup_fraction the warmup and the cosine follow the budget's progress, whatever the
+    step cap; the step where the budget ends is logged with its training loss."""
+    tok = CharTokenizer.train([TEXT])
+    cfg = TrainConfig(steps=10**6, time_budget=10, budget_clock="steps", warmup=0,
+                      warmup_fraction=0.2, eval_every=10**6, log_every=10**6)  # fmt: skip
+    res = train_loop(_tiny_lm(), FakeTask([1.0]), tok, cfg, tmp_path, DistInfo(),
+                     torch.device("cpu"), quiet=True)  # fmt: skip
+    assert res["steps"] == 10 and res["stopped"] == "time_budget"
+    last = res["history"][-1]
+    assert last["step"] == 10 and "loss" in last and last["val_loss"] == 1.0
+    # progress at step 10 is 0.9 (elapsed before the step / budget): cosine, after warmup
+    import math
+
+    assert last["lr"] == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.9))))

@@ -221,3 +221,14 @@ def test_nmt_resume_restores_data_position(tmp_path, source, request):
                         "trainer_state.json").read_text())["trainer"]  # fmt: skip
     assert state["pos"]["epoch"] >= 1  # the 9 steps crossed an epoch boundary
     assert resumed["final_val_loss"] == straight["final_val_loss"]
+
+
+def test_warmup_fraction_follows_the_budget():
+    """Compare's warmup is a fraction of the progress (steps or budget used), so a time budget
+    warms up over its first 10 % however large the step cap."""
+    from gpam.compare.settings import TrainSettings
+
+    cfg = TrainSettings(steps=100_000, time_budget=10.0, budget_clock="steps").train_config(0)
+    assert cfg.warmup_fraction == 0.1 and cfg.warmup == 0
+    with pytest.raises(ValueError, match="warmup_fraction"):
+        TrainConfig(warmup_fraction=1.5)

@@ -1,6 +1,7 @@
 """The budget and optimisation settings shared by every run of a comparison, and how they map
-onto the training engine (:class:`gpam.train.TrainConfig`): one schedule (linear warmup over
-``warmup x steps`` steps, then cosine to 10 % over ``max(step / steps, elapsed / time_budget)``),
+onto the training engine (:class:`gpam.train.TrainConfig`): one schedule (linear warmup over the
+first ``warmup`` fraction, then cosine to 10 %, both measured in ``max(step / steps, elapsed /
+time_budget)``, so a time budget warms up over its first 10 % whatever the step cap),
 one weight-decay policy (:mod:`gpam.train.params`), and a time budget that counts training
 steps only (validation excluded), on the same clocks as ``gpam train``.
 """
@@ -59,7 +60,8 @@ class TrainSettings:
             time_budget=self.time_budget,
             budget_clock=self.budget_clock,
             lr=self.lr,
-            warmup=max(1, int(self.warmup * self.steps)) if self.warmup > 0 else 0,
+            warmup=0,
+            warmup_fraction=self.warmup or None,  # of the steps or of the time budget
             schedule="cosine",
             min_lr_ratio=0.1,
             weight_decay=self.weight_decay,

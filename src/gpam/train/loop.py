@@ -54,6 +54,7 @@ SCHEDULE_FIELDS = (
     "budget_clock",
     "lr",
     "warmup",
+    "warmup_fraction",
     "schedule",
     "min_lr_ratio",
 )
@@ -68,6 +69,7 @@ class TrainConfig:
     budget_clock: str = "wall"
     lr: float = 1e-3
     warmup: int = 100
+    warmup_fraction: float | None = None  # warm up over this fraction of progress instead
     schedule: str = "cosine"
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.01
@@ -101,6 +103,8 @@ class TrainConfig:
             raise ValueError(f"time_budget must be > 0 seconds, got {self.time_budget}")
         if self.warmup < 0 or self.clip < 0:
             raise ValueError("warmup and clip must be >= 0")
+        if self.warmup_fraction is not None and not 0.0 < self.warmup_fraction < 1.0:
+            raise ValueError(f"warmup_fraction must be in (0, 1), got {self.warmup_fraction}")
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.patience is not None and self.patience < 1:
@@ -269,7 +273,11 @@ def train_loop(
             progress = step / cfg.steps
             if cfg.time_budget:
                 progress = max(progress, st["elapsed"] / cfg.time_budget)
-            factor = lr_factor(cfg.schedule, step, cfg.warmup, progress, cfg.min_lr_ratio)
+            if cfg.warmup_fraction:  # warmup measured like the decay: steps or budget used
+                warm = min(1.0, progress / cfg.warmup_fraction)
+                factor = warm * lr_factor(cfg.schedule, step, 0, progress, cfg.min_lr_ratio)
+            else:
+                factor = lr_factor(cfg.schedule, step, cfg.warmup, progress, cfg.min_lr_ratio)
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * factor
             step_tok, step_loss = 0, 0.0
@@ -306,8 +314,12 @@ def train_loop(
             st["elapsed"] = elapsed
             st["wall"] = base_wall + time.perf_counter() - wall0
             run_loss, run_tok = run_loss + loss_sum, run_tok + tok
+            if diverged:
+                st["stopped"] = "diverged"
+            out_of_time = bool(cfg.time_budget and st["elapsed"] >= cfg.time_budget)
+            last = step == cfg.steps or out_of_time or diverged
             row = None
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            if step % cfg.log_every == 0 or last:
                 row = {
                     "step": step,
                     "loss": run_loss / max(1.0, run_tok),
@@ -318,10 +330,6 @@ def train_loop(
                 }
                 run_loss, run_tok = 0.0, 0.0
                 bar.set_postfix(loss=f"{row['loss']:.3f}")
-            if diverged:
-                st["stopped"] = "diverged"
-            out_of_time = bool(cfg.time_budget and st["elapsed"] >= cfg.time_budget)
-            last = step == cfg.steps or out_of_time
             if step % cfg.eval_every == 0 or last:
                 val, extra = _split_val(from_main(task.validate(model), dist))
                 model.train()
@@ -333,7 +341,7 @@ def train_loop(
                     st["best_val"], st["best_step"], st["bad_evals"] = val, step, 0
                 else:
                     st["bad_evals"] += 1
-                    if cfg.patience and st["bad_evals"] >= cfg.patience:
+                    if cfg.patience and st["bad_evals"] >= cfg.patience and not st["stopped"]:
                         st["stopped"] = "early_stopping"
             if out_of_time and st["stopped"] is None:
                 st["stopped"] = "time_budget"
