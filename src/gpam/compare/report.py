@@ -153,7 +153,8 @@ def write_report(results: dict[str, Any], out: str | Path) -> Path:
         f"n_heads={cfg['n_heads']}, daGPAM lam_neg={cfg['lam_negs']}  ",
         f"Budget: {budget}, "
         + ("batches of --max-tokens" if results["kind"] == "nmt" else f"batch {tr['batch_size']}")
-        + f", lr {tr['lr']:g} (warmup {tr.get('warmup', 0.1):g} of steps, cosine), weight decay "
+        + f", lr {tr['lr']:g} (warmup over the first {tr.get('warmup', 0.1):g} of the budget, "
+        "then cosine), weight decay "
         f"{tr.get('weight_decay', 0.01):g}, device {tr['device']}; "
         f"seeds {cfg['seeds']}; runs done {summary['n_runs_done']}/{summary['n_runs_planned']}.",
         "",
