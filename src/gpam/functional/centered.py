@@ -12,14 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gpam.functional._checks import (
-    check_dropout,
-    check_qkv,
-    default_scale,
-    dropout,
-    expand_kv,
-    explicit_mask,
-)
+from gpam.functional._checks import explicit_mask
+from gpam.functional._prep import prepare, softmax_map
 from gpam.functional.softmax import sdpa
 
 
@@ -42,13 +36,10 @@ def centered_attention(
     ``U``. The default path is ``F.scaled_dot_product_attention`` minus the masked mean of ``v``
     (memory linear in L for key-padding and causal masks); ``return_weights=True`` builds W.
     """
-    check_qkv(q, k, v)
-    check_dropout(dropout_p)
-    s = default_scale(scale, q.shape[-1])
-    k, v = expand_kv(k, q.shape[1]), expand_kv(v, q.shape[1])
+    k, v, s = prepare(q, k, v, dropout_p, scale)
     if return_weights:
         m = explicit_mask(attn_mask, is_causal, q, k)
-        a = dropout(m.softmax((q @ k.transpose(-2, -1)) * s), dropout_p)
+        a = softmax_map(m, q, k, s, dropout_p)
         keep = _keep(m.keep, is_causal=False, q=q, k=k)
         w = a - keep / keep.sum(-1, keepdim=True).clamp_min(1.0)
         return w @ v, w

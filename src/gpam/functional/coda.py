@@ -7,14 +7,8 @@ import math
 import torch
 from torch import Tensor
 
-from gpam.functional._checks import (
-    check_dropout,
-    check_qkv,
-    default_scale,
-    dropout,
-    expand_kv,
-    explicit_mask,
-)
+from gpam.functional._checks import dropout, explicit_mask
+from gpam.functional._prep import prepare
 
 GATES = ("sigmoid", "mean")
 
@@ -41,16 +35,13 @@ def coda_attention(
     ``sigmoid(N - mean_j N)`` over visible keys. alpha = beta = 1 by default (CoDA's own defaults
     are unconfirmed). Masked entries are 0; a finite additive mask is added to S. Explicit (L x L).
     """
-    check_qkv(q, k, v)
-    check_dropout(dropout_p)
+    k, v, s = prepare(q, k, v, dropout_p, scale)
     if gate not in GATES:
         raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
     for name, val in (("alpha", alpha), ("beta", beta)):
         if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
             raise ValueError(f"{name} must be a finite number, got {val!r}")
     d = q.shape[-1]
-    s = default_scale(scale, d)
-    k, v = expand_kv(k, q.shape[1]), expand_kv(v, q.shape[1])
     m = explicit_mask(attn_mask, is_causal, q, k)
     scores = m.add_bias((q @ k.transpose(-2, -1)) * s)
     low = q.dtype in (torch.float16, torch.bfloat16)  # cdist has no half kernels on CPU

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from gpam.functional._checks import (
-    check_dropout,
-    check_qkv,
-    default_scale,
-    dropout,
-    expand_kv,
-    explicit_mask,
-)
+from gpam.functional._checks import dropout, explicit_mask
+from gpam.functional._prep import prepare
 
 
 def cog_attention(
@@ -31,10 +25,7 @@ def cog_attention(
     applied to ``|S|`` so masked weights are exactly 0; rows have sum of |W| = 1. ``sign`` has zero
     gradient, so gradients reach the logits only through ``|S|``. Computed explicitly (L x L).
     """
-    check_qkv(q, k, v)
-    check_dropout(dropout_p)
-    s = default_scale(scale, q.shape[-1])
-    k, v = expand_kv(k, q.shape[1]), expand_kv(v, q.shape[1])
+    k, v, s = prepare(q, k, v, dropout_p, scale)
     scores = (q @ k.transpose(-2, -1)) * s
     m = explicit_mask(attn_mask, is_causal, q, k)
     w = dropout(scores.sign() * m.softmax(scores.abs()), dropout_p)

@@ -18,11 +18,11 @@ from gpam.functional._checks import (
     check_qkv,
     check_same,
     default_scale,
-    dropout,
     expand_kv,
     explicit_mask,
     sdpa_mask,
 )
+from gpam.functional._prep import difference_weights
 from gpam.functional.lambdas import check_lambda_shape
 
 
@@ -100,10 +100,7 @@ def dagpam_attention(
     if return_weights:
         k, v = expand_kv(k, num_heads), expand_kv(v, num_heads)
         m = explicit_mask(attn_mask, is_causal, q_pos, k)
-        kt = k.transpose(-2, -1)
-        a_pos = dropout(m.softmax((q_pos @ kt) * s), dropout_p)
-        a_neg = dropout(m.softmax((q_neg @ kt) * s), dropout_p)
-        w = lp * a_pos - ln * a_neg
+        w = difference_weights(m, q_pos, k, q_neg, k, lp, ln, s, dropout_p)
         return w @ v, w
     mask, causal, dead = sdpa_mask(attn_mask, is_causal, q_pos, k)
     if one_call_applies(q_pos, mask):

@@ -11,10 +11,10 @@ from gpam.functional._checks import (
     check_qkv,
     check_same,
     default_scale,
-    dropout,
     expand_kv,
     explicit_mask,
 )
+from gpam.functional._prep import difference_weights
 from gpam.functional.softmax import sdpa
 
 
@@ -50,9 +50,7 @@ def diff_attention(
     k1, k2, v = expand_kv(k1, h), expand_kv(k2, h), expand_kv(v, h)
     if return_weights:
         m = explicit_mask(attn_mask, is_causal, q1, k1)
-        a1 = dropout(m.softmax((q1 @ k1.transpose(-2, -1)) * s), dropout_p)
-        a2 = dropout(m.softmax((q2 @ k2.transpose(-2, -1)) * s), dropout_p)
-        w = a1 - lam_v * a2
+        w = difference_weights(m, q1, k1, q2, k2, None, lam_v, s, dropout_p)
         return w @ v, w
     o1 = _sdpa_value_chunks(q1, k1, v, attn_mask, is_causal, dropout_p, s)
     o2 = _sdpa_value_chunks(q2, k2, v, attn_mask, is_causal, dropout_p, s)

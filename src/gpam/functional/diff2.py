@@ -16,11 +16,11 @@ from gpam.functional._checks import (
     check_dropout,
     check_qkv,
     default_scale,
-    dropout,
     expand_kv,
     explicit_mask,
     sdpa_mask,
 )
+from gpam.functional._prep import difference_weights
 from gpam.functional.lambdas import check_token_lambda
 
 #: whether this torch's SDPA takes ``enable_gqa`` (grouped K/V heads without a copy; torch >= 2.5)
@@ -67,10 +67,7 @@ def diff2_attention(
         q_neg = q[:, 1::2]
         k, v = expand_kv(k, h), expand_kv(v, h)
         m = explicit_mask(attn_mask, is_causal, q_pos, k)
-        kt = k.transpose(-2, -1)
-        a_pos = dropout(m.softmax((q_pos @ kt) * s), dropout_p)
-        a_neg = dropout(m.softmax((q_neg @ kt) * s), dropout_p)
-        w = a_pos - lam_t * a_neg
+        w = difference_weights(m, q_pos, k, q_neg, k, None, lam_t, s, dropout_p)
         return w @ v, w
     mask, causal, dead = sdpa_mask(attn_mask, is_causal, q_pos, k)
     if mask is not None:

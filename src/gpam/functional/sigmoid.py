@@ -7,15 +7,8 @@ import math
 import torch
 from torch import Tensor
 
-from gpam.functional._checks import (
-    check_dropout,
-    check_qkv,
-    data_checks_enabled,
-    default_scale,
-    dropout,
-    expand_kv,
-    explicit_mask,
-)
+from gpam.functional._checks import data_checks_enabled, dropout, explicit_mask
+from gpam.functional._prep import prepare
 
 
 def sigmoid_attention(
@@ -39,8 +32,7 @@ def sigmoid_attention(
     broadcastable to (B, H, Lq, 1) overrides it. Masked weights are 0; rows do not sum to a
     constant. Computed explicitly (L x L).
     """
-    check_qkv(q, k, v)
-    check_dropout(dropout_p)
+    k, v, s = prepare(q, k, v, dropout_p, scale)
     m = explicit_mask(attn_mask, is_causal, q, k)
     if bias is None:
         if m.keep is None:
@@ -55,8 +47,6 @@ def sigmoid_attention(
         bias = bias.to(q.dtype)
     elif isinstance(bias, bool) or not isinstance(bias, (int, float)) or not math.isfinite(bias):
         raise ValueError(f"bias must be a finite number, a tensor or None, got {bias!r}")
-    s = default_scale(scale, q.shape[-1])
-    k, v = expand_kv(k, q.shape[1]), expand_kv(v, q.shape[1])
     w = m.zero_masked(m.add_bias((q @ k.transpose(-2, -1)) * s + bias).sigmoid())
     w = dropout(w, dropout_p)
     return (w @ v, w) if return_weights else w @ v

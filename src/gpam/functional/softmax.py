@@ -5,15 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from gpam.functional._checks import (
-    check_dropout,
-    check_qkv,
-    default_scale,
-    dropout,
-    expand_kv,
-    explicit_mask,
-    sdpa_mask,
-)
+from gpam.functional._checks import explicit_mask, sdpa_mask
+from gpam.functional._prep import prepare, softmax_map
 
 
 def softmax_attention(
@@ -33,13 +26,9 @@ def softmax_attention(
     Uses ``F.scaled_dot_product_attention`` (O(L) memory) unless ``return_weights`` asks for the
     explicit (B, H, Lq, Lk) weights. Rows with every key masked give zeros.
     """
-    check_qkv(q, k, v)
-    check_dropout(dropout_p)
-    s = default_scale(scale, q.shape[-1])
-    k, v = expand_kv(k, q.shape[1]), expand_kv(v, q.shape[1])
+    k, v, s = prepare(q, k, v, dropout_p, scale)
     if return_weights:
-        m = explicit_mask(attn_mask, is_causal, q, k)
-        w = dropout(m.softmax((q @ k.transpose(-2, -1)) * s), dropout_p)
+        w = softmax_map(explicit_mask(attn_mask, is_causal, q, k), q, k, s, dropout_p)
         return w @ v, w
     return sdpa(q, k, v, attn_mask, is_causal, dropout_p, s)
 
