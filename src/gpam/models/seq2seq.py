@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor, nn
 
 from gpam.nn import KVCache, parameter_report
 
+from . import beam
 from .config import Seq2SeqConfig
 from .layers import Positions, TransformerLayer, build_attention, cache_length, init_weights
 from .lm import _check_ids, _check_mask
@@ -156,50 +156,9 @@ class Seq2SeqTransformer(nn.Module):
         memory = self.encode(src_ids, src_padding_mask)
         return self.decode(tgt_in_ids, memory, src_padding_mask, tgt_padding_mask)
 
-    @torch.no_grad()
-    def greedy_decode(
-        self,
-        src_ids: Tensor,
-        src_padding_mask: Tensor | None = None,
-        *,
-        bos_id: int,
-        eos_id: int,
-        max_len: int | None = None,
-    ) -> list[list[int]]:
-        """Greedy translation; see :func:`gpam.models.beam.greedy_decode`."""
-        from .beam import greedy_decode
-
-        return greedy_decode(
-            self, src_ids, src_padding_mask, bos_id=bos_id, eos_id=eos_id, max_len=max_len
-        )
-
-    @torch.no_grad()
-    def beam_search(
-        self,
-        src_ids: Tensor,
-        src_padding_mask: Tensor | None = None,
-        *,
-        bos_id: int,
-        eos_id: int,
-        beam_size: int = 4,
-        max_len: int | None = None,
-        length_penalty: float = 1.0,
-        length_penalty_style: str = "gnmt",
-    ) -> list[list[int]]:
-        """Batched beam search; see :func:`gpam.models.beam.beam_search`."""
-        from .beam import beam_search
-
-        return beam_search(
-            self,
-            src_ids,
-            src_padding_mask,
-            bos_id=bos_id,
-            eos_id=eos_id,
-            beam_size=beam_size,
-            max_len=max_len,
-            length_penalty=length_penalty,
-            length_penalty_style=length_penalty_style,
-        )
+    # The decoding functions of gpam.models.beam, as methods: one signature to maintain.
+    greedy_decode = beam.greedy_decode
+    beam_search = beam.beam_search
 
     def parameter_report(self) -> dict[str, float | int]:
         """Total parameters, extra over the same model with softmax attention, overhead %."""
