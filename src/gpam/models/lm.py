@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -87,14 +88,10 @@ class TransformerLM(nn.Module):
         """
         _check_ids("input_ids", input_ids, self.config.vocab_size)
         caches = None
+        kv_caches = _checked_caches(
+            kv_caches, len(self.blocks), self.new_caches, "one cache per layer"
+        )
         if kv_caches is not None:
-            if len(kv_caches) == 0:
-                kv_caches = self.new_caches()
-            if len(kv_caches) != len(self.blocks):
-                raise ValueError(
-                    f"kv_caches must hold one cache per layer ({len(self.blocks)}), "
-                    f"got {len(kv_caches)}"
-                )
             caches = [KVCache() if k is None else k for k in kv_caches]
         start = cache_length(caches[0]) if caches else 0
         b, t = input_ids.shape
@@ -216,6 +213,19 @@ def _check_ids(name: str, ids: Tensor, vocab: int) -> None:
         raise ValueError(
             f"{name} holds ids outside [0, {vocab}): {int(ids.min())}..{int(ids.max())}"
         )
+
+
+def _checked_caches(
+    caches: list | None, n_layers: int, new: Callable[[], list], what: str
+) -> list | None:
+    """``caches`` (``new()`` when empty; None stays None); ValueError unless it holds
+    ``n_layers`` entries (one per layer, described by ``what``)."""
+    if caches is None:
+        return None
+    caches = caches or new()
+    if len(caches) != n_layers:
+        raise ValueError(f"kv_caches must hold {what} ({n_layers}), got {len(caches)}")
+    return caches
 
 
 def _check_mask(name: str, mask: Tensor, shape: tuple[int, ...] | Tensor) -> None:

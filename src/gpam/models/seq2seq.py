@@ -11,7 +11,7 @@ from gpam.nn import KVCache, parameter_report
 from . import beam
 from .config import Seq2SeqConfig
 from .layers import Positions, TransformerLayer, build_attention, cache_length, init_weights
-from .lm import _check_ids, _check_mask
+from .lm import _check_ids, _check_mask, _checked_caches
 
 #: per decoder layer: (self-attention cache, static cross-attention cache)
 DecoderCaches = list[tuple[KVCache, KVCache]]
@@ -114,14 +114,12 @@ class Seq2SeqTransformer(nn.Module):
             if kv_caches is not None:
                 raise ValueError("tgt_padding_mask is not supported together with kv_caches")
             _check_mask("tgt_padding_mask", tgt_padding_mask, tgt_in_ids)
-        if kv_caches is not None:
-            if len(kv_caches) == 0:
-                kv_caches = self.new_caches()
-            if len(kv_caches) != len(self.decoder):
-                raise ValueError(
-                    f"kv_caches must hold one (self, cross) pair per decoder layer "
-                    f"({len(self.decoder)}), got {len(kv_caches)}"
-                )
+        kv_caches = _checked_caches(
+            kv_caches,
+            len(self.decoder),
+            self.new_caches,
+            "one (self, cross) pair per decoder layer",
+        )
         start = cache_length(kv_caches[0][0]) if kv_caches else 0
         x = self.tgt_emb(tgt_in_ids) * self.embed_scale
         absolute, rotary = self.tgt_positions(start, tgt_in_ids.shape[1], x.device, x.dtype)
