@@ -40,7 +40,17 @@ class Kind(Protocol):
     ) -> float: ...
 
 
-def _model_kwargs(config_cls: type, kw: dict[str, Any], spec: RunSpec) -> Any:
+def build_model_config(config_cls: type, config: CompareConfig, spec: RunSpec, **kw: Any) -> Any:
+    """``config_cls`` (LMConfig, Seq2SeqConfig) from the grid's shared size settings, the kind's
+    own ``kw`` and the variant's model options; ValueError naming an option the class lacks."""
+    kw = dict(
+        d_model=config.d_model,
+        n_heads=config.n_heads,
+        dropout=config.dropout,
+        attention_layers=config.attention_layers,
+        **kw,
+        **spec.model_options(),
+    )
     names = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(kw) - names)
     if unknown:
@@ -65,18 +75,15 @@ class DecoderKind:
     def model_config(self, config: CompareConfig, spec: RunSpec) -> Any:
         from gpam.models.config import LMConfig
 
-        kw = dict(
+        return build_model_config(
+            LMConfig,
+            config,
+            spec,
             vocab_size=self.task.vocab_size,
-            d_model=config.d_model,
             n_layers=config.n_layers,
-            n_heads=config.n_heads,
             max_len=self.task.seq_len,
-            dropout=config.dropout,
             attention=spec.attention,
-            attention_layers=config.attention_layers,
-            **spec.model_options(),
         )
-        return _model_kwargs(LMConfig, kw, spec)
 
     def build(self, model_config: Any) -> nn.Module:
         from gpam.models.lm import TransformerLM

@@ -20,7 +20,7 @@ from torch import nn
 
 from gpam.compare import measure
 from gpam.compare.grid import CompareConfig, RunSpec
-from gpam.compare.kinds import _model_kwargs
+from gpam.compare.kinds import build_model_config
 from gpam.compare.runner import run_grid
 
 
@@ -79,21 +79,18 @@ class NMTKind:
     def model_config(self, config: CompareConfig, spec: RunSpec) -> Any:
         from gpam.models.config import Seq2SeqConfig
 
-        kw = dict(
+        return build_model_config(
+            Seq2SeqConfig,
+            config,
+            spec,
             src_vocab_size=self.tokenizer.vocab_size,
-            d_model=config.d_model,
-            n_heads=config.n_heads,
             n_encoder_layers=config.n_layers,
             n_decoder_layers=config.n_layers,
             max_len=self.data.max_len + 1,
-            dropout=config.dropout,
             encoder_attention=spec.attention,
             decoder_attention=spec.attention,
             cross_attention=spec.attention,
-            attention_layers=config.attention_layers,
-            **spec.model_options(),
         )
-        return _model_kwargs(Seq2SeqConfig, kw, spec)
 
     def build(self, model_config: Any) -> nn.Module:
         from gpam.models.seq2seq import Seq2SeqTransformer
