@@ -7,6 +7,35 @@ from datetime import datetime
 from pathlib import Path
 
 
+def add_subcommands(
+    sub: argparse._SubParsersAction, name: str, help: str, description: str, dest: str
+) -> argparse._SubParsersAction:
+    """``gpam NAME SUBCOMMAND``: add command ``name`` whose required sub-command is stored in
+    ``dest`` (shown as ``DEST`` in usage); returns the action to add the sub-commands to."""
+    p = sub.add_parser(name, help=help, description=description)
+    subcommands = p.add_subparsers(dest=dest, metavar=dest.upper())
+    subcommands.required = True
+    return subcommands
+
+
+def add_model_dir(parser: argparse.ArgumentParser) -> None:
+    """``--model``: a trained model to load (``gpam eval``, ``generate``, ``translate``)."""
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="training --out folder, its model/ folder, or a checkpoint folder",
+    )
+
+
+def add_skip_bad_lines(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--skip-bad-lines``: skip non-UTF-8 lines of text files instead of stopping."""
+    parser.add_argument(
+        "--skip-bad-lines",
+        action="store_true",
+        help="skip (and count) non-UTF-8 lines instead of stopping with an error",
+    )
+
+
 def add_out(parser: argparse.ArgumentParser, default: str | None = None) -> None:
     """``--out DIR``: where the command writes its JSON, PNG plots and report.md."""
     parser.add_argument(

@@ -10,6 +10,7 @@ from gpam.cli._common import (
     add_dagpam_options,
     add_device,
     add_out,
+    add_subcommands,
     comma_floats,
     comma_ints,
     comma_list,
@@ -143,7 +144,8 @@ def _add_grid(p: argparse.ArgumentParser, kind: str, steps: int) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `compare` command to the `gpam` parser."""
-    p = sub.add_parser(
+    kinds = add_subcommands(
+        sub,
         "compare",
         help="compare attention variants over seeds at an equal budget (report.md, results.json)",
         description="Train every variant x seed (x daGPAM lambda) at the same budget with the "
@@ -151,9 +153,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "difference to softmax with 95%% CI and p-value, parameters, time per step, peak memory, "
         "learning curves, rank collapse. Rerunning with the same --out reuses finished runs whose "
         "settings match and continues interrupted ones from their last checkpoint.",
+        dest="kind",
     )
-    kinds = p.add_subparsers(dest="kind", metavar="KIND")
-    kinds.required = True
     s = kinds.add_parser(
         "synthetic",
         help="a built-in synthetic task (no download)",

@@ -4,29 +4,33 @@ from __future__ import annotations
 
 import argparse
 
-from gpam.cli._common import add_device, add_out, default_out, positive_int
+from gpam.cli._common import (
+    add_device,
+    add_model_dir,
+    add_out,
+    add_skip_bad_lines,
+    add_subcommands,
+    default_out,
+    positive_int,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``gpam eval lm`` and ``gpam eval nmt``."""
-    p = sub.add_parser(
+    tsub = add_subcommands(
+        sub,
         "eval",
         help="evaluate a trained LM (perplexity) or NMT model (BLEU)",
         description="Evaluate a model written by `gpam train`.",
+        dest="task",
     )
-    tsub = p.add_subparsers(dest="task", metavar="TASK")
-    tsub.required = True
 
     lm = tsub.add_parser(
         "lm",
         help="perplexity (and bits/char) on a held-out text file",
         description="Perplexity and, for character models, bits per character.",
     )
-    lm.add_argument(
-        "--model",
-        required=True,
-        help="training --out folder, its model/ folder, or a checkpoint folder",
-    )
+    add_model_dir(lm)
     lm.add_argument("--text", required=True, help="held-out text file (.gz accepted)")
     lm.add_argument(
         "--last-fraction",
@@ -44,11 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     lm.add_argument(
         "--max-tokens", type=positive_int, default=None, help="evaluate at most this many tokens"
     )
-    lm.add_argument(
-        "--skip-bad-lines",
-        action="store_true",
-        help="skip (and count) non-UTF-8 lines instead of stopping",
-    )
+    add_skip_bad_lines(lm)
     add_device(lm)
     add_out(lm)
     lm.set_defaults(func=_run_lm)
@@ -59,22 +59,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Translate a source file with beam search and score it "
         "against references with sacrebleu BLEU and chrF.",
     )
-    nmt.add_argument(
-        "--model",
-        required=True,
-        help="training --out folder, its model/ folder, or a checkpoint folder",
-    )
+    add_model_dir(nmt)
     nmt.add_argument("--src", required=True, help="source sentences, one per line (.gz ok)")
     nmt.add_argument("--ref", required=True, help="reference translations, line-aligned")
     add_beam(nmt)
     nmt.add_argument(
         "--limit", type=positive_int, default=None, help="score only the first N sentences"
     )
-    nmt.add_argument(
-        "--skip-bad-lines",
-        action="store_true",
-        help="skip (and count) non-UTF-8 lines instead of stopping",
-    )
+    add_skip_bad_lines(nmt)
     add_device(nmt)
     add_out(nmt)
     nmt.set_defaults(func=_run_nmt)

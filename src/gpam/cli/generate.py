@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gpam.cli._common import add_device, add_seed, non_negative_float, positive_int
+from gpam.cli._common import add_device, add_model_dir, add_seed, non_negative_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,11 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Sample continuations of a prompt from a `gpam train lm` "
         "model; prints them to stdout.",
     )
-    g.add_argument(
-        "--model",
-        required=True,
-        help="training --out folder, its model/ folder, or a checkpoint folder",
-    )
+    add_model_dir(g)
     g.add_argument("--prompt", default="", help="text to continue (default: empty)")
     g.add_argument(
         "--max-new-tokens", type=positive_int, default=200, help="tokens to sample (default: 200)"
@@ -45,11 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Read source sentences (one per line) from stdin and write "
         "their translations (one per line) to stdout.",
     )
-    t.add_argument(
-        "--model",
-        required=True,
-        help="training --out folder, its model/ folder, or a checkpoint folder",
-    )
+    add_model_dir(t)
     from gpam.cli.evaluate import add_beam
 
     add_beam(t)

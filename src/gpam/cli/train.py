@@ -10,6 +10,8 @@ from gpam.cli._common import (
     add_device,
     add_out,
     add_seed,
+    add_skip_bad_lines,
+    add_subcommands,
     default_out,
     positive_int,
 )
@@ -121,11 +123,7 @@ def _add_data_common(g: argparse._ArgumentGroup, default_tok: str) -> None:
         default=1,
         help="word tokenizer: rarer words become <unk> (default: 1)",
     )
-    g.add_argument(
-        "--skip-bad-lines",
-        action="store_true",
-        help="skip (and count) non-UTF-8 lines instead of stopping with an error",
-    )
+    add_skip_bad_lines(g)
     g.add_argument(
         "--hf-dataset",
         default=None,
@@ -136,13 +134,13 @@ def _add_data_common(g: argparse._ArgumentGroup, default_tok: str) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``gpam train lm`` and ``gpam train nmt``."""
-    p = sub.add_parser(
+    tsub = add_subcommands(
+        sub,
         "train",
         help="train a language model or a translation model",
         description="Train a Transformer LM or an encoder-decoder NMT model.",
+        dest="task",
     )
-    tsub = p.add_subparsers(dest="task", metavar="TASK")
-    tsub.required = True
 
     lm = tsub.add_parser(
         "lm",
