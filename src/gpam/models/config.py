@@ -57,16 +57,35 @@ def _check_lambda(name: str, value: Any, allow_none: bool) -> None:
         raise ValueError(f"{name} must be >= 0, got {value}")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _CommonConfig:
-    """Fields shared by LM and seq2seq configs (see the subclasses for the full list)."""
+    """Attention, lambda and layer settings shared by LM and seq2seq configs, keyword-only; the
+    size, attention-variant, norm and position fields (whose defaults differ) are the
+    subclasses'."""
 
     model_type: ClassVar[str] = ""
 
+    attention_layers: str | list[int] = "auto"
+    lam_neg: float = 0.5
+    lam_pos: float | None = None
+    affine: bool = True
+    learnable_lambda: bool = False
+    lambda_param: str = "clamp"
+    neg_query: str = "linear"
+    lambda_mode: str = "fixed"
+    neg_init: str = "orthogonal"
+    kv_heads: int | None = None
+    bias: bool = True
+    attn_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attention_dropout: float = 0.0
+    layer_norm_eps: float = 1e-5
+    rope_base: float = 10000.0
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict of every field (lists for tuples, nested dicts copied)."""
+        """A JSON-safe dict of every field (lists for tuples, nested dicts copied); the
+        subclass's own fields (sizes, variants) first, then the shared keyword-only ones."""
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
+        for f in sorted(dataclasses.fields(self), key=lambda f: f.kw_only):
             v = getattr(self, f.name)
             if isinstance(v, tuple):
                 v = list(v)
@@ -230,24 +249,9 @@ class LMConfig(_CommonConfig):
     max_len: int = 512
     dropout: float = 0.1
     attention: str = "dagpam"
-    attention_layers: str | list[int] = "auto"
-    lam_neg: float = 0.5
-    lam_pos: float | None = None
-    affine: bool = True
-    learnable_lambda: bool = False
-    lambda_param: str = "clamp"
-    neg_query: str = "linear"
-    lambda_mode: str = "fixed"
-    neg_init: str = "orthogonal"
-    kv_heads: int | None = None
-    bias: bool = True
-    attn_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    attention_dropout: float = 0.0
     norm: str = "pre"
     positions: str = "learned"
     tie_embeddings: bool = True
-    layer_norm_eps: float = 1e-5
-    rope_base: float = 10000.0
 
     def __post_init__(self) -> None:
         _check_int("vocab_size", self.vocab_size)
@@ -285,25 +289,10 @@ class Seq2SeqConfig(_CommonConfig):
     encoder_attention: str = "dagpam"
     decoder_attention: str = "dagpam"
     cross_attention: str = "dagpam"
-    attention_layers: str | list[int] = "auto"
-    lam_neg: float = 0.5
-    lam_pos: float | None = None
-    affine: bool = True
-    learnable_lambda: bool = False
-    lambda_param: str = "clamp"
-    neg_query: str = "linear"
-    lambda_mode: str = "fixed"
-    neg_init: str = "orthogonal"
-    kv_heads: int | None = None
-    bias: bool = True
-    attn_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    attention_dropout: float = 0.0
     norm: str = "post"
     positions: str = "sinusoidal"
     tie_embeddings: str = "decoder"
     scale_embeddings: bool = True
-    layer_norm_eps: float = 1e-5
-    rope_base: float = 10000.0
 
     def __post_init__(self) -> None:
         _check_int("src_vocab_size", self.src_vocab_size)
