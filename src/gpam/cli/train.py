@@ -234,47 +234,19 @@ def _model_kwargs(a: argparse.Namespace) -> dict:
 
 
 def _train_config(a: argparse.Namespace):
+    from gpam._namespace import dataclass_from
     from gpam.train.loop import TrainConfig
 
-    return TrainConfig(
-        steps=a.steps,
-        time_budget=a.time_budget,
-        budget_clock=a.budget_clock,
-        lr=a.lr,
-        warmup=a.warmup,
-        schedule=a.schedule,
-        weight_decay=a.weight_decay,
-        clip=a.clip,
-        accum=a.accum,
-        bf16=a.bf16,
-        eval_every=a.eval_every,
-        log_every=a.log_every,
-        checkpoint_every=a.checkpoint_every,
-        patience=a.patience,
-        seed=a.seed,
-    )
+    return dataclass_from(TrainConfig, a)
 
 
 def _run_lm(a: argparse.Namespace) -> int:
     if a.hf_model:
         return _run_hf_finetune(a)
+    from gpam._namespace import dataclass_from
     from gpam.train.lm import LMDataOptions, train_lm
 
-    d = LMDataOptions(
-        train=a.train,
-        valid=a.valid,
-        holdout_fraction=a.holdout_fraction,
-        hf_dataset=a.hf_dataset,
-        hf_config=a.hf_config,
-        hf_column=a.hf_column,
-        tokenizer=a.tokenizer,
-        vocab_size=a.vocab_size,
-        min_freq=a.min_freq,
-        skip_bad=a.skip_bad_lines,
-        seq_len=a.seq_len,
-        batch_size=a.batch_size,
-        max_eval_tokens=a.max_eval_tokens,
-    )
+    d = dataclass_from(LMDataOptions, a, skip_bad=a.skip_bad_lines)
     kw = {**_model_kwargs(a), "attention": a.attention, "n_layers": a.layers}
     out = a.out or default_out("gpam-train-lm")
     res = train_lm(d, kw, _train_config(a), out, device=a.device, resume=a.resume, quiet=a.quiet)
@@ -283,25 +255,10 @@ def _run_lm(a: argparse.Namespace) -> int:
 
 
 def _run_nmt(a: argparse.Namespace) -> int:
+    from gpam._namespace import dataclass_from
     from gpam.train.nmt import NMTDataOptions, train_nmt
 
-    d = NMTDataOptions(
-        train_src=a.train_src,
-        train_tgt=a.train_tgt,
-        valid_src=a.valid_src,
-        valid_tgt=a.valid_tgt,
-        hf_dataset=a.hf_dataset,
-        hf_config=a.hf_config,
-        src_lang=a.src_lang,
-        tgt_lang=a.tgt_lang,
-        tokenizer=a.tokenizer,
-        vocab_size=a.vocab_size,
-        min_freq=a.min_freq,
-        skip_bad=a.skip_bad_lines,
-        max_tokens=a.max_tokens,
-        max_len=a.max_len,
-        valid_limit=a.valid_limit,
-    )
+    d = dataclass_from(NMTDataOptions, a, skip_bad=a.skip_bad_lines)
     kw = {
         **_model_kwargs(a),
         "encoder_attention": a.attention,

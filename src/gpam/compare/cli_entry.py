@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from gpam._namespace import dataclass_from
 from gpam.compare.grid import CompareConfig
 from gpam.compare.report import format_table
 from gpam.compare.runner import run_compare
@@ -40,18 +41,8 @@ def make_task_from_args(args: argparse.Namespace) -> Any:
     from gpam.data.lm import LMDataOptions, prepare_lm_corpus
 
     name, _, config = (args.dataset or "").partition(":")
-    d = LMDataOptions(
-        train=args.train,
-        valid=args.valid,
-        holdout_fraction=args.holdout_fraction,
-        hf_dataset=name or None,
-        hf_config=config or None,
-        tokenizer=args.level,
-        vocab_size=args.vocab_size,
-        seq_len=args.seq_len,
-        batch_size=args.batch_size,
-        max_eval_tokens=args.max_eval_tokens,
-        max_chars=args.max_chars,
+    d = dataclass_from(
+        LMDataOptions, args, hf_dataset=name or None, hf_config=config or None, tokenizer=args.level
     )
     return prepare_lm_corpus(d)
 
@@ -63,20 +54,7 @@ def nmt_data_from_args(args: argparse.Namespace) -> Any:
     name, _, config = (args.dataset or "").partition(":")
     if not args.dataset and not (args.train_src and args.train_tgt):
         raise ValueError("give --train-src/--train-tgt/--valid-src/--valid-tgt or --dataset NAME")
-    return NMTDataOptions(
-        train_src=args.train_src,
-        train_tgt=args.train_tgt,
-        valid_src=args.valid_src,
-        valid_tgt=args.valid_tgt,
-        hf_dataset=name or None,
-        hf_config=config or None,
-        src_lang=args.src_lang,
-        tgt_lang=args.tgt_lang,
-        tokenizer=args.tokenizer,
-        vocab_size=args.vocab_size,
-        max_len=args.max_len,
-        max_tokens=args.max_tokens,
-    )
+    return dataclass_from(NMTDataOptions, args, hf_dataset=name or None, hf_config=config or None)
 
 
 def config_from_args(args: argparse.Namespace, task_name: str) -> CompareConfig:
