@@ -1,11 +1,13 @@
 """Gradient tracking during training: logit / input gradient norms, entropy, Dong et al.'s bound.
 
 For each variant a :class:`~gpam.analysis.tiny_model.TinyLM` is trained on the built-in copy task
-(same seed, same batches for every variant). At every ``record_every``-th step and for every
-layer it records: the norm of the loss gradient w.r.t. each attention-logit matrix (both maps
-for daGPAM and diff) and w.r.t. the layer input, the attention entropy, the mean over rows of the
-largest weight, the measured residual shrink of the attention sub-layer
-``||res(SA(X))||_{1,inf} / ||res(X)||_{1,inf}``, and for softmax Dong et al.'s bound on it.
+(same seed, same batches for every variant) by the one training engine,
+:func:`gpam.train.train_loop`, whose ``after_backward`` hook takes the records. At every
+``record_every``-th step and for every layer it records: the norm of the loss gradient w.r.t.
+each attention-logit matrix (both maps for daGPAM and diff) and w.r.t. the layer input, the
+attention entropy, the mean over rows of the largest weight, the measured residual shrink of the
+attention sub-layer ``||res(SA(X))||_{1,inf} / ||res(X)||_{1,inf}``, and for softmax Dong et
+al.'s bound on it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from gpam.analysis.bounds import bound_factor, bound_shrink, shrink
@@ -23,6 +26,8 @@ from gpam.analysis.measures import row_entropy, row_max
 from gpam.analysis.stacks import VariantSpec, check_spec
 from gpam.analysis.tiny_model import TinyLM, copy_batch
 from gpam.functional import VARIANTS
+from gpam.train.distributed import DistInfo
+from gpam.train.loop import TrainConfig, train_loop
 
 
 @dataclass
@@ -86,6 +91,28 @@ class GradientsConfig:
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         self.specs()
 
+    def train_config(self) -> TrainConfig:
+        """The engine settings: AdamW with torch's default betas (0.9, 0.999), no weight decay,
+        a constant learning rate from step 1 (no warmup), gradient-norm clipping at ``clip``,
+        one micro-batch per step, float32, no validation or logging until the last step."""
+        n = self.steps
+        return TrainConfig(
+            steps=n,
+            lr=self.lr,
+            warmup=0,
+            schedule="constant",
+            weight_decay=0.0,
+            beta1=0.9,
+            beta2=0.999,
+            clip=self.clip,
+            accum=1,
+            bf16=False,
+            eval_every=n,
+            log_every=n,
+            checkpoint_every=n,
+            seed=self.seed,
+        )
+
 
 def _norm(t: torch.Tensor | None) -> float | None:
     return None if t is None else float(torch.linalg.vector_norm(t.detach()))
@@ -116,42 +143,97 @@ def _record_layer(store: dict, layer: dict, factor: float | None) -> None:
             _append(store, "bound_holds_frac", float((measured <= bound).double().mean()))
 
 
+class CopyTask:
+    """The copy task as a :class:`gpam.train.Task` for the engine, keeping the last forward's
+    per-layer records (``records``) and loss (``last_loss``) for the recording hook.
+
+    Batches are drawn in order from one generator seeded with ``cfg.seed`` (the same batches for
+    every variant), so a run cannot resume mid-way: ``batch`` refuses any position other than
+    the next one.
+    """
+
+    def __init__(self, cfg: GradientsConfig) -> None:
+        self.cfg = cfg
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.drawn = 0
+        self.records: list[dict] = []
+        self.last_loss = math.nan
+
+    def batch(self, pos: dict[str, int]) -> tuple[tuple[Tensor, Tensor, Tensor], dict[str, int]]:
+        """The next copy batch ``(inputs, targets, loss_mask)``, each (batch, 2 * n_tokens)."""
+        i = pos.get("batch", 0)
+        if i != self.drawn:
+            raise ValueError(f"pos: the copy task draws batches in order; expected {self.drawn}")
+        self.drawn += 1
+        c = self.cfg
+        return copy_batch(c.batch, c.n_tokens, c.vocab, self.gen), {"batch": i + 1}
+
+    def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, int]:
+        """Cross-entropy over the copied half; keeps the layer records of this forward."""
+        ids, tgt, mask = batch
+        logits, self.records = model(ids)
+        loss = F.cross_entropy(logits[mask], tgt[mask])
+        self.last_loss = float(loss.detach())
+        return loss, int(mask.sum())
+
+    def validate(self, model: nn.Module) -> float:
+        """No held-out evaluation in this analysis: NaN (the engine's summary is not kept)."""
+        return math.nan
+
+
 def train_and_record(spec: VariantSpec, cfg: GradientsConfig, progress: tqdm | None = None) -> dict:
-    """Train one TinyLM for ``cfg.steps`` steps and return its per-layer, per-step records."""
+    """Train one TinyLM for ``cfg.steps`` steps with :func:`gpam.train.train_loop` and return its
+    per-layer records at every ``record_every``-th step (0-based) and at the last step.
+
+    Records are taken once a step's gradients are complete, before clipping and the update.
+    ``diverged_at_step`` is the 0-based step at which the engine stopped as ``diverged``: the
+    first step whose loss is non-finite (that step is not recorded), or whose loss is finite but
+    whose gradient norm is not (recorded; its update is not applied); None otherwise.
+    """
     torch.manual_seed(cfg.seed)
     model = TinyLM(spec, cfg.vocab, 2 * cfg.n_tokens, cfg.width, cfg.heads, cfg.layers)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    task = CopyTask(cfg)
     layers: list[dict] = [{} for _ in range(cfg.layers)]
-    steps, losses, diverged = [], [], None
-    for step in range(cfg.steps):
-        ids, tgt, mask = copy_batch(cfg.batch, cfg.n_tokens, cfg.vocab, gen)
-        logits, records = model(ids)
-        loss = F.cross_entropy(logits[mask], tgt[mask])
-        if not torch.isfinite(loss):
-            diverged = step
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if step % cfg.record_every == 0 or step == cfg.steps - 1:
-            steps.append(step)
-            losses.append(loss.item())
-            for li, (store, layer) in enumerate(zip(layers, records)):
-                is_softmax = spec.variant == "softmax"
+    steps: list[int] = []
+    losses: list[float] = []
+    is_softmax = spec.variant == "softmax"
+
+    def record(step: int) -> None:
+        s = step - 1  # the engine counts steps from 1
+        if not math.isfinite(task.last_loss):
+            return
+        if s % cfg.record_every == 0 or s == cfg.steps - 1:
+            steps.append(s)
+            losses.append(task.last_loss)
+            for li, (store, layer) in enumerate(zip(layers, task.records)):
                 factor = bound_factor(model.blocks[li].attn, cfg.gamma) if is_softmax else None
                 _record_layer(store, layer, factor)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        opt.step()
+
+    def tick(step: int) -> None:
         if progress is not None:
             progress.update(1)
-    if progress is not None and diverged is not None:
-        progress.update(cfg.steps - diverged)
+
+    res = train_loop(
+        model,
+        task,
+        None,
+        cfg.train_config(),
+        None,
+        DistInfo(),
+        torch.device("cpu"),
+        on_step=tick,
+        quiet=True,
+        after_backward=record,
+    )
+    diverged = res["steps"] - 1 if res["stopped"] == "diverged" else None
+    if progress is not None:
+        progress.update(cfg.steps - res["steps"])
     return {
         "variant": spec.variant,
         "label": spec.label(),
         "lam_pos": spec.effective_lam_pos(),
         "lam_neg": spec.lam_neg,
-        "logit_names": list(records[0]["rec"].logits) if records else [],
+        "logit_names": list(task.records[0]["rec"].logits) if task.records else [],
         "steps": steps,
         "loss": losses,
         "diverged_at_step": diverged,
