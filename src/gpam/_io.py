@@ -1,4 +1,5 @@
-"""Atomic file writing shared by every layer: write to a temporary file, fsync, rename."""
+"""File helpers shared by every layer: atomic writing (temporary file, fsync, rename) and
+reading JSON with an error that names the file."""
 
 from __future__ import annotations
 
@@ -39,6 +40,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
     """Atomically write ``obj`` as JSON (keys kept in insertion order)."""
     return atomic_write_text(path, json.dumps(obj, indent=indent, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike, what: str = "") -> Any:
+    """The parsed UTF-8 JSON file ``path``; ValueError ``"<what><path> is not valid JSON"``."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what}{path} is not valid JSON: {e}") from e
 
 
 def atomic_save_safetensors(

@@ -6,14 +6,13 @@ loading rebuilds the model from its config, which re-ties them, then loads the t
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from gpam._io import atomic_save_safetensors, atomic_write_json
+from gpam._io import atomic_save_safetensors, atomic_write_json, read_json
 
 from .config import LMConfig, Seq2SeqConfig
 from .lm import TransformerLM
@@ -98,10 +97,6 @@ def from_pretrained(
     for p in (cfg_path, weights_path):
         if not p.is_file():
             raise FileNotFoundError(f"{p} not found (expected a folder written by save_pretrained)")
-    try:
-        data = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg_path} is not valid JSON: {e}") from e
-    model = model_from_config_dict(data)
+    model = model_from_config_dict(read_json(cfg_path))
     load_untied_state_dict(model, load_file(str(weights_path), device=str(map_location)))
     return model.to(map_location).eval()
