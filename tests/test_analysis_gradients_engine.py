@@ -11,7 +11,12 @@ import torch
 import torch.nn.functional as F
 
 from gpam.analysis.bounds import bound_factor
-from gpam.analysis.gradients import CopyTask, GradientsConfig, _record_layer, train_and_record
+from gpam.analysis.gradients import (
+    GradientsConfig,
+    RecordingCopyTask,
+    _record_layer,
+    train_and_record,
+)
 from gpam.analysis.stacks import VariantSpec
 from gpam.analysis.tiny_model import TinyLM, copy_batch
 
@@ -98,7 +103,7 @@ class _Bar:
 def test_nonfinite_loss_stops_at_that_step_unrecorded(monkeypatch):
     """Loss NaN at 0-based step 2: steps 0 and 1 recorded, diverged_at_step == 2, the progress
     bar still advances by the full step count."""
-    real = CopyTask.loss
+    real = RecordingCopyTask.loss
     calls = []
 
     def loss(self, model, batch):
@@ -109,7 +114,7 @@ def test_nonfinite_loss_stops_at_that_step_unrecorded(monkeypatch):
             self.last_loss = math.nan
         return value, n
 
-    monkeypatch.setattr(CopyTask, "loss", loss)
+    monkeypatch.setattr(RecordingCopyTask, "loss", loss)
     bar = _Bar()
     run = train_and_record(VariantSpec("softmax"), GradientsConfig(**SMALL), bar)
     assert run["diverged_at_step"] == 2 and run["steps"] == [0, 1] and len(run["loss"]) == 2
@@ -120,7 +125,7 @@ def test_nonfinite_loss_stops_at_that_step_unrecorded(monkeypatch):
 def test_nonfinite_gradient_with_finite_loss_is_recorded_then_stops(monkeypatch):
     """A NaN gradient under a finite loss (0 * d sqrt(x)/dx at x = 0, on the head's bias only):
     that step is recorded (the layers' gradients are finite) and is the diverged step."""
-    real = CopyTask.loss
+    real = RecordingCopyTask.loss
     calls = []
 
     def loss(self, model, batch):
@@ -131,7 +136,7 @@ def test_nonfinite_gradient_with_finite_loss_is_recorded_then_stops(monkeypatch)
             value = value + 0.0 * torch.sqrt(b - b.detach())
         return value, n
 
-    monkeypatch.setattr(CopyTask, "loss", loss)
+    monkeypatch.setattr(RecordingCopyTask, "loss", loss)
     run = train_and_record(VariantSpec("softmax"), GradientsConfig(**SMALL))
     assert run["diverged_at_step"] == 1 and run["steps"] == [0, 1]
     assert all(math.isfinite(v) for v in run["loss"])
@@ -139,7 +144,7 @@ def test_nonfinite_gradient_with_finite_loss_is_recorded_then_stops(monkeypatch)
 
 
 def test_copy_task_batches_in_order_only():
-    task = CopyTask(GradientsConfig(**SMALL))
+    task = RecordingCopyTask(GradientsConfig(**SMALL))
     (ids, tgt, mask), pos = task.batch({})
     assert pos == {"batch": 1} and ids.shape == (3, 6) and int(mask.sum()) == 9
     gen = torch.Generator().manual_seed(0)

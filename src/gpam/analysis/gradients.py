@@ -143,9 +143,10 @@ def _record_layer(store: dict, layer: dict, factor: float | None) -> None:
             _append(store, "bound_holds_frac", float((measured <= bound).double().mean()))
 
 
-class CopyTask:
-    """The copy task as a :class:`gpam.train.Task` for the engine, keeping the last forward's
-    per-layer records (``records``) and loss (``last_loss``) for the recording hook.
+class RecordingCopyTask:
+    """The analysis's copy task (:func:`~gpam.analysis.tiny_model.copy_batch`) as a
+    :class:`gpam.train.Task` for the engine, keeping the last forward's per-layer records
+    (``records``) and loss (``last_loss``) for the recording hook.
 
     Batches are drawn in order from one generator seeded with ``cfg.seed`` (the same batches for
     every variant), so a run cannot resume mid-way: ``batch`` refuses any position other than
@@ -192,7 +193,7 @@ def train_and_record(spec: VariantSpec, cfg: GradientsConfig, progress: tqdm | N
     """
     torch.manual_seed(cfg.seed)
     model = TinyLM(spec, cfg.vocab, 2 * cfg.n_tokens, cfg.width, cfg.heads, cfg.layers)
-    task = CopyTask(cfg)
+    task = RecordingCopyTask(cfg)
     layers: list[dict] = [{} for _ in range(cfg.layers)]
     steps: list[int] = []
     losses: list[float] = []
