@@ -95,6 +95,11 @@ def add_beam(p: argparse.ArgumentParser) -> None:
     )
 
 
+def beam_options(a: argparse.Namespace) -> dict[str, object]:
+    """The values of the :func:`add_beam` options, as keyword arguments of the beam search."""
+    return {k: getattr(a, k) for k in ("beam_size", "length_penalty", "max_len", "batch_size")}
+
+
 def _run_lm(a: argparse.Namespace) -> int:
     from gpam.train.evaluate import run_eval_lm
 
@@ -127,10 +132,7 @@ def _run_nmt(a: argparse.Namespace) -> int:
         a.src,
         a.ref,
         out,
-        beam_size=a.beam_size,
-        length_penalty=a.length_penalty,
-        max_len=a.max_len,
-        batch_size=a.batch_size,
+        **beam_options(a),
         limit=a.limit,
         device=a.device,
         skip_bad=a.skip_bad_lines,

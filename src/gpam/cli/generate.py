@@ -71,16 +71,14 @@ def _run_generate(a: argparse.Namespace) -> int:
 
 
 def _run_translate(a: argparse.Namespace) -> int:
+    from gpam.cli.evaluate import beam_options
     from gpam.train.evaluate import translate_stream
 
     translate_stream(
         a.model,
         sys.stdin,
         sys.stdout,
-        beam_size=a.beam_size,
-        length_penalty=a.length_penalty,
-        max_len=a.max_len,
-        batch_size=a.batch_size,
+        **beam_options(a),
         device=a.device,
     )
     return 0
