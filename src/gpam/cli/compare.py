@@ -16,6 +16,7 @@ from gpam.cli._common import (
     comma_list,
     default_out,
     non_negative_float,
+    positive_float,
     positive_int,
 )
 
@@ -28,13 +29,6 @@ def _task_option(text: str) -> tuple[str, object]:
         return key.strip(), json.loads(value)
     except json.JSONDecodeError:
         return key.strip(), value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
-    return value
 
 
 def _fraction(text: str) -> float:
@@ -84,7 +78,7 @@ def _add_grid(p: argparse.ArgumentParser, kind: str, steps: int) -> None:
         )
     else:
         b.add_argument("--batch-size", type=positive_int, default=32, help="batch size (32)")
-    b.add_argument("--lr", type=_positive_float, default=3e-3, help="peak learning rate (3e-3)")
+    b.add_argument("--lr", type=positive_float, default=3e-3, help="peak learning rate (3e-3)")
     b.add_argument(
         "--warmup", type=_fraction, default=0.1, help="warmup, a fraction of --steps (0.1)"
     )
@@ -190,7 +184,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     lm.add_argument("--valid", help="validation text file (default: hold out the end of --train)")
     lm.add_argument(
         "--holdout-fraction",
-        type=_positive_float,
+        type=positive_float,
         default=0.1,
         help="fraction at the end of the training text used for validation without --valid (0.1)",
     )
