@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
-from gpam.functional._checks import data_checks_enabled
+from gpam.functional._checks import as_lambda
 
 
 def check_lambda_shape(name: str, value: float | Tensor, target: tuple[int, int, int]) -> None:
@@ -40,27 +38,11 @@ def check_token_lambda(
     *,
     nonnegative: bool = True,
 ) -> float | Tensor:
-    """Validated lambda: a finite float, or a 4-D tensor (B|1, H|1, Lq|1, 1) in ref's dtype.
-
-    ``target = (B, H, Lq)``. Non-negativity of tensors is checked only where data checks run
-    (``gpam.functional._checks.data_checks_enabled``: CPU eager or ``GPAM_DEBUG_CHECKS=1``).
+    """Validated lambda: a finite float, or a 4-D tensor (B|1, H|1, Lq|1, 1) on ref's device and
+    in its dtype. ``target = (B, H, Lq)``; the shape check is :func:`check_lambda_shape`, the rest
+    :func:`gpam.functional._checks.as_lambda` (as daGPAM's lambdas), so non-negativity of tensors
+    is checked only where data checks run (CPU eager or ``GPAM_DEBUG_CHECKS=1``).
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float, Tensor)):
-        raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}")
-    if not isinstance(value, Tensor):
-        if not math.isfinite(value) or (nonnegative and value < 0):
-            bound = " >= 0" if nonnegative else ""
-            raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
-        return float(value)
-    if not value.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
-    if value.dim() == 1:
-        if value.shape[0] not in (1, target[1]):
-            raise ValueError(
-                f"{name} of shape ({value.shape[0]},) needs one entry per head ({target[1]})"
-            )
-        value = value.view(1, -1, 1, 1)
     check_lambda_shape(name, value, target)
-    if nonnegative and data_checks_enabled(value) and bool((value < 0).any()):
-        raise ValueError(f"{name} must be >= 0, got a negative entry")
-    return value.to(device=ref.device, dtype=ref.dtype)
+    value = as_lambda(name, value, target[1], ref, nonnegative=nonnegative)
+    return value.to(device=ref.device) if isinstance(value, Tensor) else value
