@@ -1,4 +1,6 @@
-"""``report.md`` and plots of a comparison (learning curves, rank collapse vs final metric)."""
+"""``report.md`` and plots of a comparison: the equal-steps and equal-training-time views of the
+same runs with paired tests and their power, learning curves against steps and training time,
+rank collapse vs final metric."""
 
 from __future__ import annotations
 
@@ -40,6 +42,129 @@ def format_table(summary: dict[str, Any]) -> str:
             f"| {_f(r['peak_memory_mb'], 3)} | {_f(r['rank_collapse'], 3)} |"
         )
     return "\n".join(lines)
+
+
+def _diff(d: dict[str, Any] | None) -> tuple[str, str, str]:
+    """``Δ [CI]``, ``p`` and ``MDE80`` cells of a paired difference (dashes when absent)."""
+    if not d:
+        return "—", "—", "—"
+    return (
+        f"{d['mean']:+.4g} [{_f(d['ci_low'])}, {_f(d['ci_high'])}]",
+        _f(d["p"], 3),
+        _f(d.get("mde80", math.nan), 3),
+    )
+
+
+def quantity_label(views: dict[str, Any]) -> str:
+    """Readable name of the quantity the two views compare."""
+    if views["quantity"] == "val_metric":
+        return f"validation {views['quantity_name']}"
+    return "validation loss (nats/token)"
+
+
+def format_steps_table(summary: dict[str, Any]) -> str:
+    """Equal steps: the final metric (every run at the same step count S) paired vs softmax, and,
+    when the curves hold another quantity (e.g. NMT loss), that quantity at step S too."""
+    v = summary["views"]
+    metric = summary["metric"]
+    head = f"{metric} at step {v['step']}" if v["same_steps"] else f"final {metric}"
+    extra = v["quantity"] != "val_metric"
+    cols = [f"{head} (mean ± std)", "Δ vs softmax [95% CI]", "p", "MDE₈₀"]
+    if extra:
+        cols += [f"val loss at step {v['step']} (mean ± std)", "Δ [95% CI]", "p", "MDE₈₀"]
+    lines = ["| variant | " + " | ".join(cols) + " |", "|" + " --- |" * (len(cols) + 1)]
+    for r in summary["variants"]:
+        cells = [r["label"], _pm(r["metric_mean"], r["metric_std"]), *_diff(r.get("vs_softmax"))]
+        if extra and "at_step" in r:
+            a = r["at_step"]
+            cells += [_pm(a["mean"], a["std"]), *_diff(r.get("at_step_vs_softmax"))]
+        elif extra:
+            cells += ["n/a"] * 4
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_time_table(summary: dict[str, Any]) -> str | None:
+    """Equal training time: the curve quantity at T (the smallest training time of all runs on
+    the budget clock) paired vs softmax, with the steps each variant had done by T."""
+    v = summary["views"]
+    rows = [r for r in summary["variants"] if "at_time" in r]
+    if v.get("time") is None or not rows:
+        return None
+    cols = [
+        f"{v['quantity_name']} at {_f(v['time'])} s (mean ± std)",
+        "Δ vs softmax [95% CI]",
+        "p",
+        "MDE₈₀",
+        "steps done by then",
+        f"total training time ({v['clock']} s)",
+    ]
+    lines = ["| variant | " + " | ".join(cols) + " |", "|" + " --- |" * (len(cols) + 1)]
+    for r in rows:
+        a = r["at_time"]
+        cells = [r["label"], _pm(a["mean"], a["std"]), *_diff(r.get("at_time_vs_softmax"))]
+        cells += [_f(r.get("steps_at_time"), 3), _f(r.get("train_time_mean"), 4)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _span(xs: list[float], ref: float | None) -> str:
+    """``min–max`` of ``xs``, and as % of ``|ref|`` when ``ref`` is a nonzero number."""
+    lo, hi = min(xs), max(xs)
+    text = _f(lo, 3) if lo == hi else f"{_f(lo, 3)}–{_f(hi, 3)}"
+    if ref is not None and math.isfinite(ref) and ref != 0:
+        a, b = 100 * lo / abs(ref), 100 * hi / abs(ref)
+        text += f" ({a:.2g} % of softmax)" if lo == hi else f" ({a:.2g}–{b:.2g} % of softmax)"
+    return text
+
+
+def power_statement(summary: dict[str, Any]) -> str | None:
+    """One computed paragraph: with n paired seeds, the smallest differences the paired tests of
+    both views can resolve (95 % CI half-width; MDE at 80 % power from the observed paired std),
+    as absolute values and relative to softmax's mean."""
+    v = summary["views"]
+    base = next((r for r in summary["variants"] if r["label"] == "softmax"), None)
+    parts = []
+    tests = [
+        ("vs_softmax", summary["metric"], base and base["metric_mean"], "equal steps"),
+        (
+            "at_time_vs_softmax",
+            v["quantity_name"],
+            base and base.get("at_time", {}).get("mean"),
+            "equal training time",
+        ),
+    ]
+    if v["quantity"] != "val_metric":
+        tests.insert(
+            1,
+            (
+                "at_step_vs_softmax",
+                "loss",
+                base and base.get("at_step", {}).get("mean"),
+                "equal steps",
+            ),
+        )
+    ns = set()
+    for key, name, ref, view in tests:
+        ds = [r[key] for r in summary["variants"] if r.get(key)]
+        half = [d["half_width"] for d in ds if math.isfinite(d.get("half_width", math.nan))]
+        mde = [d["mde80"] for d in ds if math.isfinite(d.get("mde80", math.nan))]
+        ns.update(d["n"] for d in ds)
+        if not half:
+            continue
+
+        parts.append(f"{name} at {view}: CI half-width {_span(half, ref)}, MDE₈₀ {_span(mde, ref)}")
+    if not parts:
+        return None
+    n = "/".join(str(x) for x in sorted(ns))
+    return (
+        f"Power: with n = {n} paired seeds the smallest mean difference a row's test calls "
+        "significant at 5 % is its 95 % CI half-width (t quantile × paired std / √n), and the "
+        "true difference it would detect with 80 % power (MDE₈₀: two-sided paired t-test, "
+        "noncentral t, taking the observed paired std as the true one) is larger. Over the rows: "
+        + "; ".join(parts)
+        + ". Differences smaller than these are not resolved by this grid."
+    )
 
 
 def format_speed_table(summary: dict[str, Any]) -> str | None:
@@ -110,6 +235,9 @@ def plot_curves(results: dict[str, Any], out: Path) -> list[Path]:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)
+    time_plot = plot_time_curves(results, out)
+    if time_plot is not None:
+        paths.append(time_plot)
     fig, ax = plt.subplots(figsize=(5.6, 4.2))
     for lab in labels:
         pts = [(r["rank_collapse"], r["final_metric"]) for r in runs if r["label"] == lab]
@@ -126,6 +254,128 @@ def plot_curves(results: dict[str, Any], out: Path) -> list[Path]:
     plt.close(fig)
     paths.append(path)
     return paths
+
+
+def _views_text(summary: dict[str, Any]) -> list[str]:
+    """The two views of the same runs (tables and their explanation) for ``report.md``."""
+    v = summary.get("views")
+    if not v or v.get("step") is None:
+        return []
+    q = quantity_label(v)
+    better = "higher" if v["quantity_higher_is_better"] else "lower"
+    out = [
+        "## Equal steps",
+        "",
+        (
+            f"Every run trained {v['step']} steps; "
+            if v["same_steps"]
+            else f"Runs stopped at different step counts (the smallest is {v['step']}): the "
+            f"{summary['metric']} column is each run's final one, the other columns are read at "
+            f"step {v['step']}; "
+        )
+        + "paired vs softmax as above. MDE₈₀: the smallest true difference this test detects "
+        "with 80 % power (from the observed paired std, see Power).",
+        "",
+        format_steps_table(summary),
+        "",
+    ]
+    if v["quantity"] != "val_metric":
+        out += [
+            f"The {summary['metric']} is computed only at the end of a run, so the curves (and "
+            f"the equal-time view) use the {q} ({better} is better) at every evaluation point.",
+            "",
+        ]
+    time_table = format_time_table(summary)
+    if time_table:
+        clock = v["clock"]
+        what = {
+            "cpu": "process CPU seconds of training",
+            "wall": "wall-clock seconds of training",
+            "steps": "optimizer steps (so this view equals the equal-steps view)",
+        }.get(clock, f"{clock} clock")
+        out += [
+            f"## Equal training time (T = {_f(v['time'])} s, clock: {clock})",
+            "",
+            f"Each run's {q} ({better} is better) read at T = {_f(v['time'])} s on the budget "
+            f"clock ({what}, validation excluded): T is the smallest total training time of all "
+            "runs of the grid, so no curve is extrapolated; between evaluation points the value "
+            "is interpolated linearly in time. Paired vs softmax by seed as above.",
+            "",
+            time_table,
+            "",
+        ]
+    power = power_statement(summary)
+    if power:
+        out += [power, ""]
+    return out
+
+
+def time_grid_curves(
+    runs: list[dict[str, Any]], key: str, n_points: int = 60
+) -> tuple[Any, Any] | None:
+    """Curves of ``key`` against training time of the seeds in ``runs``, interpolated onto one
+    grid of ``n_points`` times spanning the range every seed covers (no extrapolation):
+    ``(times (n_points,), values (n_seeds, n_points))``, or None when the seeds share no range."""
+    import numpy as np
+
+    curves = []
+    for r in runs:
+        pts = [p for p in r.get("curve", []) if key in p and math.isfinite(p["elapsed_s"])]
+        if pts:
+            curves.append(([p["elapsed_s"] for p in pts], [p[key] for p in pts]))
+    if not curves:
+        return None
+    lo, hi = max(c[0][0] for c in curves), min(c[0][-1] for c in curves)
+    if not hi > lo:
+        return None
+    ts = np.linspace(lo, hi, n_points)
+    return ts, np.array([np.interp(ts, x, y) for x, y in curves], dtype=float)
+
+
+def plot_time_curves(results: dict[str, Any], out: Path) -> Path | None:
+    """``curves_time.png``: the equal-time view's quantity against training time on the budget
+    clock, mean over seeds (band = min-max), with T marked; None without timed curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = results["summary"]
+    v = summary.get("views")
+    if not v or v.get("time") is None:
+        return None
+    key = "val_metric" if v["quantity"] == "val_metric" else "val_loss"
+    runs = [r for r in results["runs"].values() if r.get("status") == "done"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    drawn = False
+    for row in summary["variants"]:
+        got = time_grid_curves([r for r in runs if r["label"] == row["label"]], key)
+        if got is None:
+            continue
+        ts, ys = got
+        ax.plot(ts, ys.mean(0), label=row["label"])
+        ax.fill_between(ts, ys.min(0), ys.max(0), alpha=0.15)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.axvline(v["time"], color="k", ls="--", lw=0.8, label=f"T = {_f(v['time'], 4)} s")
+    ax.set_xlabel(f"training time ({v['clock']} s, validation excluded)")
+    ylabel = quantity_label(v)
+    ax.set_ylabel(ylabel)
+    if v["quantity"] != "val_metric" or summary["metric"] == "perplexity":
+        ax.set_yscale("log")
+    ax.set_title(
+        f"{results['task']['task']}: {ylabel} vs training time (mean over seeds, band = min-max)",
+        fontsize=9,
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "curves_time.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def write_report(results: dict[str, Any], out: str | Path) -> Path:
@@ -168,6 +418,7 @@ def write_report(results: dict[str, Any], out: str | Path) -> Path:
         format_table(summary),
         "",
     ]
+    text += _views_text(summary)
     speed = format_speed_table(summary)
     if speed:
         text += [

@@ -40,7 +40,7 @@ from gpam.compare.grid import (
 )
 from gpam.compare.kinds import Kind, as_kind
 from gpam.compare.settings import TrainSettings, check_device
-from gpam.compare.stats import correlation, paired_difference, summarize
+from gpam.compare.stats import correlation, interpolate_at, paired_difference, summarize
 
 __all__ = [
     "KINDS",
@@ -51,14 +51,17 @@ __all__ = [
     "TrainSettings",
     "check_device",
     "curve_mean",
+    "curve_quantity",
     "grid",
     "load_results",
     "matched_d_ff",
     "parse_variant",
     "run_compare",
     "run_grid",
+    "run_time",
     "summarize_runs",
     "train_one",
+    "value_at",
 ]
 
 
@@ -272,10 +275,57 @@ def curve_mean(run: dict[str, Any]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def curve_quantity(runs: list[dict[str, Any]]) -> str:
+    """The curve key both views read: ``"val_metric"`` when every evaluation point of every run
+    holds the task metric, else ``"val_loss"`` (e.g. NMT, whose BLEU is computed only at the
+    end)."""
+    pts = [p for r in runs for p in r.get("curve", [])]
+    return "val_metric" if pts and all("val_metric" in p for p in pts) else "val_loss"
+
+
+def run_time(run: dict[str, Any]) -> float | None:
+    """Training time (budget clock, validation excluded) at the run's last evaluation point."""
+    curve = run.get("curve") or []
+    t = curve[-1].get("elapsed_s") if curve else None
+    return float(t) if t is not None and math.isfinite(t) else None
+
+
+def value_at(run: dict[str, Any], x_key: str, x: float, y_key: str) -> float | None:
+    """``y_key`` of the run's learning curve at ``x_key == x`` (linear interpolation between
+    evaluation points; None outside them: no extrapolation). For ``y_key == "step"`` the curve
+    starts at (step 0, time 0)."""
+    pts = [p for p in run.get("curve", []) if y_key in p and math.isfinite(p.get(x_key, math.nan))]
+    xs, ys = [p[x_key] for p in pts], [p[y_key] for p in pts]
+    if y_key == "step":
+        xs, ys = [0.0, *xs], [0.0, *ys]
+    return interpolate_at(xs, ys, x)
+
+
+def _paired(
+    rs: dict[int, Any], base: dict[int, Any], value, lab: str
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Summary of ``value(run)`` over the seeds of ``rs`` and its pairing with ``base``."""
+    vals = {s: value(r) for s, r in rs.items()}
+    vals = {s: v for s, v in vals.items() if v is not None}
+    out = summarize([vals[s] for s in sorted(vals)])
+    if lab == "softmax":
+        return out, None
+    bvals = {s: value(r) for s, r in base.items()}
+    seeds = sorted(s for s in vals if bvals.get(s) is not None)
+    if not seeds:
+        return out, None
+    return out, paired_difference([vals[s] for s in seeds], [bvals[s] for s in seeds])
+
+
 def summarize_runs(
     runs: dict[str, Any], config: CompareConfig, metric: str, matched_ff: int | None = None
 ) -> dict[str, Any]:
-    """Per-label statistics, paired differences to softmax, rank collapse vs metric."""
+    """Per-label statistics, paired differences to softmax, rank collapse vs metric, and the two
+    views of the same runs: **equal steps** (the curve quantity at the common step count S, the
+    smallest final step over the runs) and **equal training time** (at T, the smallest training
+    time over the runs on the budget clock; validation excluded). The curve quantity is the
+    validation metric, or the validation loss when the curves hold no metric (see
+    :func:`curve_quantity`); values between evaluation points are interpolated linearly."""
     specs = grid(config, matched_ff)
     wanted = {s.key for s in specs}
     chosen = [r for k, r in runs.items() if k in wanted and r.get("status") == "done"]
@@ -285,6 +335,11 @@ def summarize_runs(
             labels.append(s.label)
     by_label = {lab: {r["seed"]: r for r in chosen if r["label"] == lab} for lab in labels}
     base = by_label.get("softmax", {})
+    qkey = curve_quantity(chosen)
+    steps = [r["steps"] for r in chosen if r.get("curve")]
+    s_common = min(steps) if steps else None
+    times = [run_time(r) for r in chosen]
+    t_common = min((t for t in times if t is not None), default=None)
     rows = []
     for lab in labels:
         rs = by_label[lab]
@@ -314,8 +369,25 @@ def summarize_runs(
             b = [curve_mean(base[s]) for s in paired]
             if all(v is not None for v in a + b):
                 row["curve_mean_vs_softmax"] = paired_difference(a, b)
+        tt = [run_time(rs[s]) for s in seeds]
+        row["train_time_mean"] = summarize([t for t in tt if t is not None])["mean"]
+        if s_common is not None:
+            row["at_step"], d = _paired(
+                rs, base, lambda r: value_at(r, "step", s_common, qkey), lab
+            )
+            if d:
+                row["at_step_vs_softmax"] = d
+        if t_common is not None:
+            row["at_time"], d = _paired(
+                rs, base, lambda r: value_at(r, "elapsed_s", t_common, qkey), lab
+            )
+            if d:
+                row["at_time_vs_softmax"] = d
+            reached = [value_at(rs[s], "elapsed_s", t_common, "step") for s in seeds]
+            row["steps_at_time"] = summarize([v for v in reached if v is not None])["mean"]
         rows.append(row)
     corr = correlation([r["rank_collapse"] for r in chosen], [r["final_metric"] for r in chosen])
+    clocks = sorted({r.get("budget_clock", config.train.budget_clock) for r in chosen})
     return {
         "metric": metric,
         "higher_is_better": metric not in ("perplexity",),
@@ -323,4 +395,13 @@ def summarize_runs(
         "n_runs_planned": len(wanted),
         "variants": rows,
         "rank_collapse_vs_metric": corr,
+        "views": {
+            "quantity": qkey,
+            "quantity_name": metric if qkey == "val_metric" else "loss",
+            "quantity_higher_is_better": qkey == "val_metric" and metric != "perplexity",
+            "step": s_common,
+            "same_steps": len(set(steps)) <= 1,
+            "time": t_common,
+            "clock": clocks[0] if len(clocks) == 1 else "/".join(clocks),
+        },
     }

@@ -1,4 +1,5 @@
-"""Statistics for comparison reports: mean +- std, paired differences with a 95 % CI and p-value.
+"""Statistics for comparison reports: mean +- std, paired differences with a 95 % CI and p-value,
+the power of such a test, and learning curves read at a common step or training time.
 
 Paired across seeds: run ``i`` of a variant and run ``i`` of the baseline share the seed (same
 initialisation stream and training data order), so the test is ``scipy.stats.ttest_rel``.
@@ -10,7 +11,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
+from scipy import integrate, optimize, stats
 
 
 def _clean(values: Sequence[float], name: str) -> np.ndarray:
@@ -35,8 +36,11 @@ def paired_difference(
     """Paired difference ``variant - baseline`` across seeds.
 
     Returns ``n``, ``mean`` (of the differences), ``std``, ``ci_low`` / ``ci_high`` (Student-t
-    interval at ``confidence``), ``t`` and ``p`` (two-sided ``scipy.stats.ttest_rel``). With fewer
-    than two pairs, or differences that are all equal, the interval/test are NaN (not computable).
+    interval at ``confidence``), ``half_width`` (half its width: the smallest mean difference
+    this test calls significant at ``1 - confidence`` given the observed spread), ``mde80`` (the
+    true difference it would detect with 80 % power, :func:`min_detectable_effect`), ``t`` and
+    ``p`` (two-sided ``scipy.stats.ttest_rel``). With fewer than two pairs, or differences that
+    are all equal, the interval/test/power figures are NaN (not computable).
     """
     a, b = _clean(variant, "variant"), _clean(baseline, "baseline")
     if a.size != b.size:
@@ -53,6 +57,8 @@ def paired_difference(
         "std": math.nan,
         "ci_low": math.nan,
         "ci_high": math.nan,
+        "half_width": math.nan,
+        "mde80": math.nan,
         "t": math.nan,
         "p": math.nan,
     }
@@ -60,17 +66,84 @@ def paired_difference(
         return out
     sd = float(d.std(ddof=1))
     out["std"] = sd
-    if sd == 0.0:
+    if sd <= 1e-12 * max(1.0, abs(out["mean"])):  # all equal (up to round-off): no test
         return out
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    half = ci_half_width(sd, n, confidence)
     res = stats.ttest_rel(a, b)
     out.update(
         ci_low=out["mean"] - half,
         ci_high=out["mean"] + half,
+        half_width=half,
+        mde80=min_detectable_effect(sd, n, alpha=1 - confidence, power=0.8),
         t=float(res.statistic),
         p=float(res.pvalue),
     )
     return out
+
+
+def ci_half_width(std: float, n: int, confidence: float = 0.95) -> float:
+    """Half-width ``t_{(1+confidence)/2, n-1} * std / sqrt(n)`` of the Student-t interval of a
+    mean of ``n`` values with sample std ``std`` (NaN when n < 2)."""
+    if n < 2 or not math.isfinite(std):
+        return math.nan
+    return float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+
+
+def _phi(x: float) -> float:
+    """Standard normal CDF."""
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+def min_detectable_effect(std: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest true mean difference a two-sided paired t-test on ``n`` pairs detects with
+    probability ``power`` at level ``alpha``, if the differences' std were ``std``.
+
+    Exact for normal differences: solves ``P(|T| > t_{1-alpha/2, n-1}) = power`` for ``T``
+    noncentral t with ``n - 1`` degrees of freedom and noncentrality ``delta sqrt(n) / std``
+    (``scipy.stats.nct``; where it returns NaN, e.g. n = 2, the probability is integrated over
+    the chi-square of the variance estimate). NaN when n < 2 or ``std`` is not a
+    positive number. With few pairs the observed ``std`` is itself uncertain, so this is an
+    estimate of the test's resolution, not a guarantee.
+    """
+    if not 0 < alpha < 1 or not 0 < power < 1:
+        raise ValueError(f"alpha and power must be in (0, 1), got {alpha}, {power}")
+    if n < 2 or not (math.isfinite(std) and std > 0):
+        return math.nan
+    df = n - 1
+    crit = float(stats.t.ppf(1 - alpha / 2, df))
+
+    def reach(nc: float) -> float:
+        p = float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+        if not math.isfinite(p):  # nct fails for tiny df and large nc: integrate it directly
+            # over w = sqrt(variance estimate * df) ~ chi(df), smooth at 0 unlike chi-square
+            lo_w, hi_w = float(stats.chi.ppf(1e-12, df)), float(stats.chi.isf(1e-12, df))
+
+            def inner(w: float) -> float:
+                c = crit * w / math.sqrt(df)
+                return (_phi(nc - c) + _phi(-nc - c)) * float(stats.chi.pdf(w, df))
+
+            p = float(integrate.quad(inner, lo_w, hi_w, limit=200)[0])
+        return p - power
+
+    hi = crit + 1.0
+    while reach(hi) < 0:
+        hi *= 2
+    nc = optimize.brentq(reach, 0.0, hi, xtol=1e-10)
+    return float(nc * std / math.sqrt(n))
+
+
+def interpolate_at(xs: Sequence[float], ys: Sequence[float], x: float) -> float | None:
+    """``y`` at ``x`` by linear interpolation between the points ``(xs, ys)`` (``xs``
+    increasing); None when ``x`` lies outside ``[xs[0], xs[-1]]`` (no extrapolation) or no
+    point is given."""
+    a, b = _clean(xs, "xs"), _clean(ys, "ys")
+    if a.size != b.size:
+        raise ValueError(f"xs and ys must have the same length, got {a.size} != {b.size}")
+    if np.any(np.diff(a) < 0):
+        raise ValueError("xs must be non-decreasing")
+    if a.size == 0 or not math.isfinite(x) or x < a[0] or x > a[-1]:
+        return None
+    return float(np.interp(x, a, b))
 
 
 def correlation(x: Sequence[float], y: Sequence[float]) -> dict[str, float | int]:
