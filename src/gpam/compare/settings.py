@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gpam.train.loop import BUDGET_CLOCKS, TrainConfig
+from gpam.train.loop import TrainConfig
 
 
 @dataclass
@@ -34,24 +34,19 @@ class TrainSettings:
     device: str = "cpu"
 
     def validate(self) -> None:
-        """Raise ValueError naming the bad field."""
-        for name in ("steps", "batch_size", "eval_every", "eval_batches", "eval_batch_size"):
+        """Raise ValueError naming the bad field: this class's own fields here, the rest (steps,
+        time budget and clock, lr, eval_every, clip, weight decay) by the engine's
+        :class:`TrainConfig`, which checks them the same way for ``gpam train``."""
+        for name in ("batch_size", "eval_batches", "eval_batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-        if self.time_budget is not None and not self.time_budget > 0:
-            raise ValueError(f"time_budget must be > 0 seconds, got {self.time_budget}")
-        if self.budget_clock not in BUDGET_CLOCKS:
-            raise ValueError(
-                f"budget_clock must be one of {BUDGET_CLOCKS}, got {self.budget_clock!r}"
-            )
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0.0 <= self.warmup < 1.0:
             raise ValueError(f"warmup must be a fraction of steps in [0, 1), got {self.warmup}")
         if self.max_eval_tokens is not None and self.max_eval_tokens < 1:
             raise ValueError(f"max_eval_tokens must be >= 1 or None, got {self.max_eval_tokens}")
         check_device(self.device)
+        self.train_config(seed=0)
 
     def train_config(self, seed: int) -> TrainConfig:
         """The engine's settings for one run with ``seed``."""
