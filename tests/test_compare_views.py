@@ -159,6 +159,7 @@ def test_summary_equal_steps_and_equal_time_known_answers() -> None:
     # the slower variant had done 15 steps by T; softmax all 30
     assert dag["steps_at_time"] == pytest.approx(15.0) and soft["steps_at_time"] == 30.0
     assert dag["train_time_mean"] == 6.0 and soft["train_time_mean"] == 3.0
+    assert dag["clock_ms_per_step"] == pytest.approx(200.0)  # 6 s / 30 steps
     assert "at_time_vs_softmax" not in soft
 
 

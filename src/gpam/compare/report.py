@@ -59,7 +59,7 @@ def quantity_label(views: dict[str, Any]) -> str:
     """Readable name of the quantity the two views compare."""
     if views["quantity"] == "val_metric":
         return f"validation {views['quantity_name']}"
-    return "validation loss (nats/token)"
+    return "validation loss in nats/token"
 
 
 def format_steps_table(summary: dict[str, Any]) -> str:
@@ -98,12 +98,17 @@ def format_time_table(summary: dict[str, Any]) -> str | None:
         "MDE₈₀",
         "steps done by then",
         f"total training time ({v['clock']} s)",
+        f"{v['clock']} ms/step",
     ]
     lines = ["| variant | " + " | ".join(cols) + " |", "|" + " --- |" * (len(cols) + 1)]
     for r in rows:
         a = r["at_time"]
         cells = [r["label"], _pm(a["mean"], a["std"]), *_diff(r.get("at_time_vs_softmax"))]
-        cells += [_f(r.get("steps_at_time"), 3), _f(r.get("train_time_mean"), 4)]
+        cells += [
+            _f(r.get("steps_at_time"), 3),
+            _f(r.get("train_time_mean"), 4),
+            _f(r.get("clock_ms_per_step"), 3),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -369,8 +369,11 @@ def summarize_runs(
             b = [curve_mean(base[s]) for s in paired]
             if all(v is not None for v in a + b):
                 row["curve_mean_vs_softmax"] = paired_difference(a, b)
-        tt = [run_time(rs[s]) for s in seeds]
-        row["train_time_mean"] = summarize([t for t in tt if t is not None])["mean"]
+        tt = {s: run_time(rs[s]) for s in seeds}
+        row["train_time_mean"] = summarize([t for t in tt.values() if t is not None])["mean"]
+        row["clock_ms_per_step"] = summarize(
+            [1000 * t / rs[s]["steps"] for s, t in tt.items() if t is not None and rs[s]["steps"]]
+        )["mean"]
         if s_common is not None:
             row["at_step"], d = _paired(
                 rs, base, lambda r: value_at(r, "step", s_common, qkey), lab
