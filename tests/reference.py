@@ -174,13 +174,15 @@ def coda_ref(
     is_causal: bool = False,
     scale: float | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """``M = tanh(alpha S) * 2 sigmoid(-beta ||q_i - k_j||_1 / sqrt(d))``; masked entries 0.
+    """``M = tanh(alpha (S + bias)) * 2 sigmoid(-beta ||q_i - k_j||_1 / sqrt(d))``; masked: 0.
 
-    The L1 distance is an explicit ``(B, H, Lq, Lk, d)`` broadcast (slow but plain).
+    A float mask's finite entries are a bias added to S (as for every other variant); the L1
+    distance is an explicit ``(B, H, Lq, Lk, d)`` broadcast (slow but plain).
     """
     q, k, v = _prep(q, k, v)
     s = _scores(q, k, scale)
-    keep, _ = mask_parts(attn_mask, is_causal, tuple(s.shape))
+    keep, bias = mask_parts(attn_mask, is_causal, tuple(s.shape))
+    s = s + bias
     l1 = (q.unsqueeze(-2) - k.unsqueeze(-3)).abs().sum(-1)
     n = -beta * l1 / math.sqrt(q.shape[-1])
     m = torch.tanh(alpha * s) * 2.0 * torch.sigmoid(n)

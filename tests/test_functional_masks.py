@@ -18,9 +18,6 @@ from gpam.functional._checks import MASKED_AT_OR_BELOW
 from reference import DEFAULT_KWARGS, make_inputs, reference
 
 FILLS = {"-1e9": -1e9, "finfo.min": "min", "-1e4": -1e4}
-# The reference gives finite additive mask values no meaning for CoDA (only which keys are
-# masked), so its unmasked entries get bias 0 here.
-NO_BIAS = ("coda",)
 
 
 def _masks(
@@ -43,7 +40,7 @@ def _masks(
 def test_very_negative_additive_mask_is_masked(variant, fill, causal):
     inputs = make_inputs(variant, 2, 2, 5, 7, 4, generator=torch.Generator().manual_seed(5))
     inputs = {n: t.requires_grad_() for n, t in inputs.items()}
-    mask, inf_mask, keep = _masks(FILLS[fill], torch.float64, bias=variant not in NO_BIAS)
+    mask, inf_mask, keep = _masks(FILLS[fill], torch.float64)
     kw = {**DEFAULT_KWARGS[variant], "is_causal": causal}
     fn = getattr(GF, f"{variant}_attention")
     out, w = fn(*inputs.values(), attn_mask=mask, return_weights=True, **kw)
@@ -69,12 +66,8 @@ def test_float32_inputs_with_finfo_min_and_bf16_masks(variant):
     fn = getattr(GF, f"{variant}_attention")
     kw = DEFAULT_KWARGS[variant]
     x32 = {n: t.float() for n, t in inputs.items()}
-    bias = variant not in NO_BIAS
-    want, _ = reference(variant, inputs, attn_mask=_masks("min", torch.float64, bias=bias)[1], **kw)
-    for m in (
-        _masks("min", torch.float32, bias=bias)[0],
-        _masks(-1e4, torch.bfloat16, bias=bias)[0],
-    ):
+    want, _ = reference(variant, inputs, attn_mask=_masks("min", torch.float64)[1], **kw)
+    for m in (_masks("min", torch.float32)[0], _masks(-1e4, torch.bfloat16)[0]):
         got = fn(*x32.values(), attn_mask=m, **kw)
         if m.dtype == torch.bfloat16:  # the finite bias itself is rounded to bf16
             want_b, _ = reference(
