@@ -7,9 +7,9 @@ Every method maps ``(q, q_neg, k, v)`` of shape (B, H, L, D) to an output (B, H,
 * ``diff2``: Differential Transformer V2 with ``(q, q_neg)`` as the head pairs (2i, 2i+1) and
   a fixed ``lam``, one SDPA call; ``centered``: SDPA minus the mean of V;
 * ``dagpam_token``: daGPAM with a per-token lambda tensor (B, H, L, 1) (``lambda_mode="token"``);
-* ``dagpam_naive``: daGPAM with the explicit L x L weight matrix W materialised;
-* ``dagpam_1call``: daGPAM as *one* SDPA call over stacked heads (2H query heads sharing K/V
-  through grouped-query attention), exact, memory linear in L;
+* ``dagpam_naive``: daGPAM's explicit path (``return_weights=True``: W is materialised, L x L);
+* ``dagpam_1call``: the library's one-call daGPAM path (2H query heads sharing K/V through
+  grouped-query attention; opt-in per device type by ``ONE_CALL_DEVICES``), exact, linear memory;
 * ``dagpam_fused``: the Triton kernel of ``gpam.kernels`` (only where it is available).
 """
 
@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import gpam
-from gpam.functional import QUADRATIC, attention
+from gpam.functional import QUADRATIC, attention, dagpam_attention
+from gpam.functional.dagpam import _sdpa_one_call
 from gpam.kernels import dagpam_fused, fused_dagpam_available
 
 Method = Callable[[Tensor, Tensor, Tensor, Tensor, bool, float], Tensor]
@@ -37,24 +38,15 @@ def sdpa(q: Tensor, qn: Tensor, k: Tensor, v: Tensor, causal: bool, lam: float) 
 
 
 def dagpam_naive(q: Tensor, qn: Tensor, k: Tensor, v: Tensor, causal: bool, lam: float) -> Tensor:
-    """daGPAM with W = (1 + lam) softmax(q k^T s) - lam softmax(qn k^T s) built explicitly."""
-    s = q.shape[-1] ** -0.5
-    kt = k.transpose(-2, -1)
-    sp, sn = (q @ kt) * s, (qn @ kt) * s
-    if causal:
-        keep = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
-        sp, sn = sp.masked_fill(~keep, float("-inf")), sn.masked_fill(~keep, float("-inf"))
-    w = (1.0 + lam) * sp.softmax(-1) - lam * sn.softmax(-1)
-    return w @ v
+    """daGPAM through the library's explicit path: W (B, H, L, L) is materialised, then W V."""
+    out, _ = dagpam_attention(q, qn, k, v, lam_neg=lam, is_causal=causal, return_weights=True)
+    return out
 
 
 def dagpam_1call(q: Tensor, qn: Tensor, k: Tensor, v: Tensor, causal: bool, lam: float) -> Tensor:
-    """daGPAM by one SDPA call: heads (2h, 2h+1) = (q_pos_h, q_neg_h) share k_h, v_h (GQA)."""
-    b, h, length, d = q.shape
-    both = torch.stack((q, qn), dim=2).reshape(b, 2 * h, length, d)
-    out = F.scaled_dot_product_attention(both, k, v, is_causal=causal, enable_gqa=True)
-    out = out.view(b, h, 2, length, v.shape[-1])
-    return torch.lerp(out[:, :, 1], out[:, :, 0], 1.0 + lam)
+    """daGPAM through the library's one-call path (2H query heads over shared K/V, GQA)."""
+    o_pos, o_neg = _sdpa_one_call(q, qn, k, v, None, causal, 0.0, q.shape[-1] ** -0.5)
+    return torch.lerp(o_neg, o_pos, 1.0 + lam)
 
 
 def dagpam_token(q: Tensor, qn: Tensor, k: Tensor, v: Tensor, causal: bool, lam: float) -> Tensor:
