@@ -113,13 +113,18 @@ def format_time_table(summary: dict[str, Any]) -> str | None:
     return "\n".join(lines)
 
 
+def _pct(x: float) -> str:
+    """A percentage with two significant digits, never in exponent notation."""
+    return f"{x:.0f}" if abs(x) >= 10 else f"{x:.2g}"
+
+
 def _span(xs: list[float], ref: float | None) -> str:
     """``min–max`` of ``xs``, and as % of ``|ref|`` when ``ref`` is a nonzero number."""
     lo, hi = min(xs), max(xs)
     text = _f(lo, 3) if lo == hi else f"{_f(lo, 3)}–{_f(hi, 3)}"
     if ref is not None and math.isfinite(ref) and ref != 0:
-        a, b = 100 * lo / abs(ref), 100 * hi / abs(ref)
-        text += f" ({a:.2g} % of softmax)" if lo == hi else f" ({a:.2g}–{b:.2g} % of softmax)"
+        a, b = (_pct(100 * x / abs(ref)) for x in (lo, hi))
+        text += f" ({a} % of softmax)" if lo == hi else f" ({a}–{b} % of softmax)"
     return text
 
 
