@@ -210,7 +210,17 @@ def test_unequal_steps_and_report(tmp_path: Path) -> None:
     assert "## Equal steps" in text and "stopped at different step counts" in text
     assert "## Equal training time (T = 3 s, clock: cpu)" in text
     assert "process CPU seconds" in text and "Power: with n = 3 paired seeds" in text
+    assert "The clock's own noise" in text  # dagpam seed 0 stopped at 4 s, the others 6 s
     assert "MDE₈₀" in format_time_table(s)
     for png in ("curves_time.png", "curves_metric.png"):
         assert (tmp_path / png).stat().st_size > 1000
     assert "![curves_time](curves_time.png)" in text
+
+
+def test_clock_noise_between_seeds_is_reported() -> None:
+    runs = _runs()
+    runs["softmax/seed=1"] = _run("softmax", 1, [1.0, 2.0, 3.6], SOFT[1])  # 3, 3.6, 3 s
+    s = summarize_runs(runs, _config(), "accuracy")
+    sp = s["views"]["time_spread"]
+    assert sp["label"] == "softmax" and sp["rel"] == pytest.approx(0.6 / 3.2)
+    assert s["views"]["time"] == 3.0

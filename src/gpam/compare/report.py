@@ -266,6 +266,17 @@ def plot_curves(results: dict[str, Any], out: Path) -> list[Path]:
     return paths
 
 
+def _spread_text(v: dict[str, Any]) -> str:
+    """How much the clock moved between seeds of one variant (the same computation)."""
+    sp = v.get("time_spread")
+    if not sp or v["clock"] == "steps":
+        return ""
+    return (
+        f" The clock's own noise: the total training time of the seeds of one variant (the same "
+        f"computation) differs by up to {100 * sp['rel']:.1f} % of their mean ({sp['label']})."
+    )
+
+
 def _views_text(summary: dict[str, Any]) -> list[str]:
     """The two views of the same runs (tables and their explanation) for ``report.md``."""
     v = summary.get("views")
@@ -309,7 +320,8 @@ def _views_text(summary: dict[str, Any]) -> list[str]:
             f"Each run's {q} ({better} is better) read at T = {_f(v['time'])} s on the budget "
             f"clock ({what}, validation excluded): T is the smallest total training time of all "
             "runs of the grid, so no curve is extrapolated; between evaluation points the value "
-            "is interpolated linearly in time. Paired vs softmax by seed as above.",
+            "is interpolated linearly in time. Paired vs softmax by seed as above."
+            + _spread_text(v),
             "",
             time_table,
             "",
@@ -376,7 +388,7 @@ def plot_time_curves(results: dict[str, Any], out: Path) -> Path | None:
     if v["quantity"] != "val_metric" or summary["metric"] == "perplexity":
         ax.set_yscale("log")
     ax.set_title(
-        f"{results['task']['task']}: {ylabel} vs training time (mean over seeds, band = min-max)",
+        f"{results['task']['task']}: {ylabel} vs training time\n(mean over seeds, band = min-max)",
         fontsize=9,
     )
     ax.grid(alpha=0.3)

@@ -390,6 +390,12 @@ def summarize_runs(
             row["steps_at_time"] = summarize([v for v in reached if v is not None])["mean"]
         rows.append(row)
     corr = correlation([r["rank_collapse"] for r in chosen], [r["final_metric"] for r in chosen])
+    spread = {}  # the clock's noise: same computation (one label), different seeds
+    for lab, rs in by_label.items():
+        tt = [t for t in (run_time(r) for r in rs.values()) if t is not None]
+        if len(tt) > 1:
+            spread[lab] = (max(tt) - min(tt)) / float(np.mean(tt))
+    worst = max(spread, key=spread.get, default=None)
     clocks = sorted({r.get("budget_clock", config.train.budget_clock) for r in chosen})
     return {
         "metric": metric,
@@ -406,5 +412,6 @@ def summarize_runs(
             "same_steps": len(set(steps)) <= 1,
             "time": t_common,
             "clock": clocks[0] if len(clocks) == 1 else "/".join(clocks),
+            "time_spread": None if worst is None else {"label": worst, "rel": spread[worst]},
         },
     }
