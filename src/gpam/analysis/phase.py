@@ -23,8 +23,14 @@ from tqdm.auto import tqdm
 
 from gpam.analysis.measures import relative_residual_fro
 from gpam.analysis.phase_maps import JACOBIAN_NOTES, jacobian_rel, region_quantity
-from gpam.analysis.rank_collapse import DTYPES, StackConfig, _finite, _mean_std
-from gpam.analysis.stacks import ARCHITECTURES, VariantSpec, build_stack, check_spec
+from gpam.analysis.rank_collapse import (
+    DTYPES,
+    StackConfig,
+    _finite,
+    _mean_std,
+    check_architectures,
+)
+from gpam.analysis.stacks import VariantSpec, build_stack, check_spec
 
 
 def default_qk_gains() -> list[float]:
@@ -91,9 +97,7 @@ class PhaseConfig(StackConfig):
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
         super().validate()
-        bad = [a for a in self.architectures if a not in ARCHITECTURES]
-        if bad or not self.architectures:
-            raise ValueError(f"architectures must be taken from {ARCHITECTURES}, got {bad or '[]'}")
+        check_architectures(self.architectures)
         for name in ("qk_gains", "vo_gains"):
             gains = list(getattr(self, name))
             if not gains or not all(isinstance(g, (int, float)) and g > 0 for g in gains):

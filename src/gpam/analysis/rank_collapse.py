@@ -22,6 +22,13 @@ from gpam.analysis.stacks import (
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+def check_architectures(architectures: Sequence[str]) -> None:
+    """Raise ValueError unless ``architectures`` is a non-empty list taken from ARCHITECTURES."""
+    bad = [a for a in architectures if a not in ARCHITECTURES]
+    if bad or not architectures:
+        raise ValueError(f"architectures must be taken from {ARCHITECTURES}, got {bad or '[]'}")
+
+
 @dataclass
 class StackConfig:
     """Shape and sampling of the stacks (inputs ``N(0, input_scale^2)``, fresh weights)."""
@@ -92,9 +99,7 @@ class RankCollapseConfig(StackConfig):
 
     def validate(self) -> None:
         super().validate()
-        bad = [a for a in self.architectures if a not in ARCHITECTURES]
-        if bad or not self.architectures:
-            raise ValueError(f"architectures must be taken from {ARCHITECTURES}, got {bad or '[]'}")
+        check_architectures(self.architectures)
         self.specs()
 
 
