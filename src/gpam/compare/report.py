@@ -325,6 +325,18 @@ def format_speed_table(summary: dict[str, Any]) -> str | None:
     return "\n".join(lines)
 
 
+def label_styles(results: dict[str, Any]) -> dict[str, dict]:
+    """``plot`` keywords per variant label: the attention variant's fixed colour in every plot
+    (:func:`gpam.analysis.plots.series_styles`; e.g. softmax-matched or a second daGPAM setting
+    share their variant's colour with another line style and marker)."""
+    from gpam.analysis.plots import series_styles
+
+    labels = [r["label"] for r in results["summary"]["variants"]]
+    attention = {r["label"]: r.get("attention", r["label"]) for r in results["runs"].values()}
+    styles = series_styles([attention.get(lab, lab) for lab in labels])
+    return dict(zip(labels, styles))
+
+
 def plot_curves(results: dict[str, Any], out: Path) -> list[Path]:
     """``curves_metric.png`` and ``curves_loss.png``: validation metric / training loss vs step,
     mean over seeds per variant (shaded: min-max over seeds)."""
@@ -333,6 +345,8 @@ def plot_curves(results: dict[str, Any], out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+
+    from gpam.analysis.plots import log_y
 
     summary = results["summary"]
     labels = [r["label"] for r in summary["variants"]]
@@ -344,11 +358,13 @@ def plot_curves(results: dict[str, Any], out: Path) -> list[Path]:
         if has_metric
         else ("val_loss", "validation loss (nats/token)", "curves_metric.png", True)
     )
+    styles = label_styles(results)
     for key, ylabel, fname, logy in (
         first,
         ("train_loss", "training loss (cross-entropy, nats)", "curves_loss.png", True),
     ):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        drawn: list[float] = []
         for lab in labels:
             curves = [r["curve"] for r in runs if r["label"] == lab and r["curve"]]
             if not curves:
@@ -356,14 +372,17 @@ def plot_curves(results: dict[str, Any], out: Path) -> list[Path]:
             n = min(len(c) for c in curves)
             steps = np.array([c[i]["step"] for i in range(n) for c in curves[:1]])
             ys = np.array([[c[i][key] for i in range(n)] for c in curves], dtype=float)
-            ax.plot(steps, np.nanmean(ys, 0), label=lab, marker="o", ms=3)
-            ax.fill_between(steps, np.nanmin(ys, 0), np.nanmax(ys, 0), alpha=0.15)
+            ax.plot(steps, np.nanmean(ys, 0), label=lab, ms=3, **styles[lab])
+            ax.fill_between(
+                steps, np.nanmin(ys, 0), np.nanmax(ys, 0), alpha=0.15, color=styles[lab]["color"]
+            )
+            drawn += [float(y) for y in ys.ravel()]
         ax.set_xlabel("training step")
         ax.set_ylabel(ylabel)
         if key == "val_metric" and summary["metric"] == "perplexity":
             logy = True
         if logy:
-            ax.set_yscale("log")
+            log_y(ax, drawn)
         ax.set_title(f"{results['task']['task']}: {ylabel} (mean over seeds, band = min-max)")
         ax.title.set_fontsize(9)
         ax.grid(alpha=0.3)
@@ -380,7 +399,8 @@ def plot_curves(results: dict[str, Any], out: Path) -> list[Path]:
     for lab in labels:
         pts = [(r["rank_collapse"], r["final_metric"]) for r in runs if r["label"] == lab]
         if pts:
-            ax.scatter(*zip(*pts), label=lab, s=22)
+            st = styles[lab]
+            ax.scatter(*zip(*pts), label=lab, s=22, color=st["color"], marker=st["marker"])
     ax.set_xlabel("relative residual ||X - 1x̄ᵀ||_F / ||X||_F of final hidden states")
     ax.set_ylabel(f"final validation {summary['metric']}")
     ax.set_title(
@@ -493,22 +513,26 @@ def plot_time_curves(results: dict[str, Any], out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from gpam.analysis.plots import log_y
+
     summary = results["summary"]
     v = summary.get("views")
     if not v or v.get("time") is None:
         return None
     key = "val_metric" if v["quantity"] == "val_metric" else "val_loss"
     runs = [r for r in results["runs"].values() if r.get("status") == "done"]
+    styles = label_styles(results)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    drawn = False
+    drawn: list[float] = []
     for row in summary["variants"]:
         got = time_grid_curves([r for r in runs if r["label"] == row["label"]], key)
         if got is None:
             continue
         ts, ys = got
-        ax.plot(ts, ys.mean(0), label=row["label"])
-        ax.fill_between(ts, ys.min(0), ys.max(0), alpha=0.15)
-        drawn = True
+        st = {k: v for k, v in styles[row["label"]].items() if k != "marker"}
+        ax.plot(ts, ys.mean(0), label=row["label"], **st)
+        ax.fill_between(ts, ys.min(0), ys.max(0), alpha=0.15, color=st["color"])
+        drawn += [float(y) for y in ys.ravel()]
     if not drawn:
         plt.close(fig)
         return None
@@ -517,7 +541,7 @@ def plot_time_curves(results: dict[str, Any], out: Path) -> Path | None:
     ylabel = quantity_label(v)
     ax.set_ylabel(ylabel)
     if v["quantity"] != "val_metric" or summary["metric"] == "perplexity":
-        ax.set_yscale("log")
+        log_y(ax, drawn)
     ax.set_title(
         f"{results['task']['task']}: {ylabel} vs training time\n(mean over seeds, band = min-max)",
         fontsize=9,
