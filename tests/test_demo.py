@@ -38,6 +38,33 @@ def test_demo_quick_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     assert len(res["runs"]) == 3 * 2
     assert {r["label"] for r in res["summary"]["variants"]} == {"softmax", "dagpam", "cog"}
     assert (out / "compare" / "curves_metric.png").is_file()
+    # one cost figure, on the CPU clock, named in the header (issue 20 item 17)
+    assert res["config"]["train"]["budget_clock"] == "cpu"
+    assert "ms/step (cpu clock)" in text and "| ms/step |" not in body
+    assert "residual (1 = spread, 0 = collapsed)" in body and "rank collapse |" not in body
+    # the dilemma's grid and the commands for it and for the finer default grid (item 20)
+    assert "Grid: qk gains 1, 8 (2 gains), 1 trials" in body and "Grid: qk gains 1, 8" in text
+    assert "11 gains 2^(k/2) from 0.5 to 16 and 3 trials" in body
+    assert "`gpam analyze phase --out phase`" in body
+    assert "--qk-gains 1,8 --trials 1 --out phase-demo`" in body
+
+
+def test_phase_grid_note_commands_parse_and_match_the_demo_grid() -> None:
+    import re
+
+    from gpam.cli.main import build_parser
+    from gpam.compare.demo import DemoSettings, phase_grid_note
+
+    s = DemoSettings()
+    cmds = re.findall(r"`gpam (analyze phase [^`]*)`", phase_grid_note(s))
+    assert len(cmds) == 3
+    parser = build_parser()
+    fine, defaults, demo = (parser.parse_args(c.split()) for c in cmds)
+    assert demo.qk_gains == list(s.qk_gains) and demo.trials == s.trials
+    assert demo.variants == list(s.dilemma_variants) and demo.lam_neg == [1.0]
+    assert demo.depth == s.depth and demo.neg_query == ["linear"]
+    assert len(fine.qk_gains) == 11 and fine.trials == 3 and fine.variants == demo.variants
+    assert defaults.qk_gains == fine.qk_gains
 
 
 def test_demo_bad_device_is_a_clean_error(tmp_path: Path, capsys) -> None:

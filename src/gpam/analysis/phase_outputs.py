@@ -32,37 +32,39 @@ def _groups(results: Sequence[dict], arch: str, vo: float) -> dict[str, list[dic
 
 
 def dilemma_plot(results: Sequence[dict], arch: str, vo: float, threshold: float, path: Path):
-    """Final residual and mean Jacobian against qk gain, one colour per setting."""
+    """Final residual and mean Jacobian against qk gain: each variant in its fixed colour
+    (:func:`gpam.analysis.plots.series_styles`; several settings of one variant differ in line
+    style and marker), the threshold and the uniform row in the legends, readable log ticks."""
     groups = _groups(results, arch, vo)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharex=True)
-    cmap = plt.get_cmap("tab20")
-    for i, (label, rows) in enumerate(groups.items()):
+    styles = plots.series_styles([rows[0]["variant"] for rows in groups.values()])
+    finals: list[float | None] = []
+    jacs: list[float | None] = []
+    for (label, rows), style in zip(groups.items(), styles):
         g = [r["qk_gain"] for r in rows]
-        colour = cmap(i % 20)
-        style = "-" if i < 10 else "--"
-        axes[0].plot(
-            g,
-            plots._positive([r["residual_fro_mean"][-1] for r in rows]),
-            style,
-            marker="o",
-            ms=3,
-            color=colour,
-            label=label,
-        )
+        final = [r["residual_fro_mean"][-1] for r in rows]
+        finals += final
+        axes[0].plot(g, plots._positive(final), ms=3, label=label, **style)
         jac = [layer_mean(r["jacobian_rel_mean"]) for r in rows]
         if any(v is not None for v in jac):
-            axes[1].plot(g, plots._positive(jac), style, marker="o", ms=3, color=colour)
-    axes[0].axhline(threshold, color="grey", ls=":", lw=1)
+            jacs += jac
+            axes[1].plot(g, plots._positive(jac), ms=3, label=label, **style)
+    axes[0].axhline(
+        threshold, color="grey", ls=":", lw=1.2, label=f"threshold {threshold:g} (out of collapse)"
+    )
     axes[0].set_ylabel("final relative residual ||res(X_L)||_F / ||X_L||_F")
-    plots.log_y(axes[0])
-    axes[1].axhline(1.0, color="grey", ls=":", lw=1)
+    plots.log_y(axes[0], [*finals, threshold])
+    axes[1].axhline(1.0, color="grey", ls="--", lw=1.2, label="uniform row (1)")
     axes[1].set_ylabel("logit Jacobian / uniform row (mean over layers)")
-    plots.log_y(axes[1])
+    plots.log_y(axes[1], [*jacs, 1.0])
     for ax in axes:
         ax.set_xscale("log", base=2)
+        plots.plain_labels(ax.xaxis)  # one tick per power of two, labelled 0.5, 1, 2, ...
         ax.set_xlabel("qk gain (W_Q, W_K multiplied by)")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")
+    handles, labels = axes[1].get_legend_handles_labels()
+    axes[1].legend(handles[-1:], labels[-1:], fontsize=7, loc="best")  # colours as on the left
     fig.suptitle(f"rank collapse vs saturation: {arch}, vo gain {vo:g}")
     fig.tight_layout()
     return plots._save(fig, path)

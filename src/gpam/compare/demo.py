@@ -2,10 +2,11 @@
 
 1. The dilemma across the logit scale (``gpam.analysis.phase``): stacks of
    ``SA(rmsnorm(X))`` layers of softmax, daGPAM (lam_neg 1), centered, diff and Cog attention with
-   W_Q, W_K multiplied by a short grid of gains; per setting the final residual (rank collapse),
-   the logit-Jacobian norm relative to a uniform row (saturation) and a computed sentence.
+   W_Q, W_K multiplied by a short grid of gains (coarser than ``gpam analyze phase``'s default,
+   which the report says, with the commands for both); per setting the final residual (rank
+   collapse), the logit-Jacobian norm relative to a uniform row (saturation) and a sentence.
 2. A short comparison (``gpam.compare.run_compare``) of softmax vs daGPAM vs the peer on a
-   built-in synthetic task, over a few seeds at an equal step budget.
+   built-in synthetic task, over a few seeds at an equal step budget, its cost in CPU ms/step.
 
 Everything lands in one folder: ``report.md`` (linking both parts), ``phase/`` and ``compare/``.
 """
@@ -105,11 +106,39 @@ def dilemma_sentences(result: dict[str, Any]) -> list[str]:
     return [critical_sentence(c, cfg["threshold"], top) for c in result["critical"]]
 
 
+def _gains(gains) -> str:
+    return ",".join(f"{g:g}" for g in gains)
+
+
+def phase_grid_note(s: DemoSettings) -> str:
+    """What grid the demo's dilemma uses, why its critical gains differ from ``gpam analyze
+    phase``'s defaults, and the commands for both grids."""
+    from gpam.analysis.phase import PhaseConfig
+
+    d = PhaseConfig()
+    same = (
+        f"--variants {','.join(s.dilemma_variants)} --lam-neg 1 --neg-query linear "
+        f"--depth {s.depth}"
+    )
+    return (
+        f"Grid: qk gains {_gains(s.qk_gains).replace(',', ', ')} ({len(s.qk_gains)} gains), "
+        f"{s.trials} trials x batch 2, depth {s.depth}. A critical gain is interpolated in "
+        "log(gain) between the two grid gains around the threshold, so it (and the Jacobian "
+        "there) depends on the grid: `gpam analyze phase` with its defaults uses a finer grid, "
+        f"{len(d.qk_gains)} gains 2^(k/2) from {min(d.qk_gains):g} to {max(d.qk_gains):g} and "
+        f"{d.trials} trials, and gives somewhat different numbers for the same settings. Finer "
+        f"grid, these settings: `gpam analyze phase {same} --out phase-fine` (all defaults, "
+        "every variant and setting: `gpam analyze phase --out phase`); this demo's grid: "
+        f"`gpam analyze phase {same} --qk-gains {_gains(s.qk_gains)} --trials {s.trials} "
+        "--out phase-demo`."
+    )
+
+
 def run_demo(
     out: str | Path, settings: DemoSettings | None = None, *, progress: bool = True, echo=print
 ) -> Path:
     """Run the demo into ``out``; prints readable tables with ``echo``; returns report.md's path."""
-    from gpam.compare.report import format_table
+    from gpam.compare.report import format_table, notes
     from gpam.compare.runner import CompareConfig, run_compare
     from gpam.compare.settings import TrainSettings, check_device
     from gpam.data.synthetic import make_task
@@ -134,6 +163,8 @@ def run_demo(
     echo(rtab)
     for line in sentences:
         echo(f"- {line}")
+    grid = phase_grid_note(s)
+    echo(grid)
     echo("")
     task = make_task(s.task, **s.task_options)
     cfg = CompareConfig(
@@ -150,6 +181,7 @@ def run_demo(
             eval_every=max(1, s.steps // 6),
             eval_batches=4,
             device=s.device,
+            budget_clock="cpu",  # the report's ms/step: CPU seconds, steadier on a busy machine
         ),
     )
     echo(
@@ -179,12 +211,17 @@ def run_demo(
             "",
             *[f"- {line}" for line in sentences],
             "",
+            grid,
+            "",
             f"## 2. Short comparison on `{s.task}`",
             "",
             "Details, learning curves and statistics: [compare/report.md](compare/report.md), "
-            "plot `compare/curves_metric.png`.",
+            "plot `compare/curves_metric.png`. Residual: the final hidden states' relative "
+            "residual (1 = tokens spread, 0 = collapsed).",
             "",
             ctab,
+            "",
+            *notes(results["summary"]),
             "",
         ]
     )

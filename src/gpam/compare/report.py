@@ -1,6 +1,11 @@
 """``report.md`` and plots of a comparison: the equal-steps and equal-training-time views of the
 same runs with paired tests and their power, learning curves against steps and training time,
-rank collapse vs final metric."""
+final residual (rank collapse) vs final metric.
+
+One cost figure per report (:func:`cost_column`): every ms/step cell comes from the same clock,
+named in its header. Intervals reaching past the values a metric can take are shown clipped and
+marked ``†``; equal-time rows whose clock noise is at least the cost difference they rest on are
+marked ``‡`` (:func:`notes`)."""
 
 from __future__ import annotations
 
@@ -9,6 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from gpam._io import atomic_write_text
+from gpam.compare.stats import clip_interval, difference_range
+
+CLIPPED = "†"  # an interval end or MDE past the range of the metric's differences
+NOISY = "‡"  # clock noise >= the per-step cost difference an equal-time row rests on
+RESIDUAL = "residual (1 = spread, 0 = collapsed)"
 
 
 def _f(x: Any, digits: int = 4) -> str:
@@ -24,35 +34,71 @@ def _pm(mean: float, std: float, digits: int = 4) -> str:
 def format_table(summary: dict[str, Any]) -> str:
     """The main comparison table as markdown (one row per variant label)."""
     metric = summary["metric"]
+    cost, cost_key = cost_column(summary)
     lines = [
         f"| variant | {metric} (mean ± std) | n | Δ vs softmax [95% CI] | p | params | "
-        "overhead | ms/step | peak MB | rank collapse |",
+        f"overhead | {cost} | peak MB | {RESIDUAL} |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in summary["variants"]:
-        d = r.get("vs_softmax")
-        if d:
-            diff = f"{d['mean']:+.4g} [{_f(d['ci_low'])}, {_f(d['ci_high'])}]"
-            p = _f(d["p"], 3)
-        else:
-            diff, p = "—", "—"
+        diff, p, _ = _diff(r.get("vs_softmax"), metric)
         lines.append(
             f"| {r['label']} | {_pm(r['metric_mean'], r['metric_std'])} | {r['metric_n']} | {diff} "
-            f"| {p} | {r['params']:,} | {r['overhead_pct']:+.2f}% | {_f(r['time_per_step_ms'], 3)} "
+            f"| {p} | {r['params']:,} | {r['overhead_pct']:+.2f}% | {_f(r.get(cost_key), 3)} "
             f"| {_f(r['peak_memory_mb'], 3)} | {_f(r['rank_collapse'], 3)} |"
         )
     return "\n".join(lines)
 
 
-def _diff(d: dict[str, Any] | None) -> tuple[str, str, str]:
-    """``Δ [CI]``, ``p`` and ``MDE80`` cells of a paired difference (dashes when absent)."""
+def cost_column(summary: dict[str, Any]) -> tuple[str, str]:
+    """``(header, row key)`` of the report's one ms/step figure: total training time on the
+    budget clock / steps (mean over seeds) for a cpu or wall budget clock; with a step budget
+    (or mixed clocks) the engine's median wall-clock step time. Every table uses this one."""
+    clock = summary.get("views", {}).get("clock")
+    if clock in ("cpu", "wall"):
+        return f"ms/step ({clock} clock)", "clock_ms_per_step"
+    return "ms/step (wall clock, median step)", "time_per_step_ms"
+
+
+def cost_text(summary: dict[str, Any]) -> str:
+    """What the ms/step column measures (one sentence for the report's notes)."""
+    header, key = cost_column(summary)
+    if key == "clock_ms_per_step":
+        clock = summary["views"]["clock"]
+        what = "process CPU seconds" if clock == "cpu" else "wall seconds"
+        return (
+            f"{header}: total training time on the {clock} clock ({what}, validation excluded) "
+            "/ steps, mean over seeds; the one cost figure of this report (every ms/step in it "
+            "is this one)."
+        )
+    return (
+        f"{header}: the engine's median wall-clock training step, median over seeds; the one "
+        "cost figure of this report (every ms/step in it is this one)."
+    )
+
+
+def _out_of_range(d: dict[str, Any] | None, name: str) -> bool:
+    """True when the interval or MDE₈₀ of ``d`` (a difference of ``name`` values) reaches past
+    the range a difference of ``name`` can take."""
+    if not d:
+        return False
+    lo, hi = difference_range(name)
+    mde = d.get("mde80", math.nan)
+    return bool(d["ci_low"] < lo or d["ci_high"] > hi or (math.isfinite(mde) and mde > hi))
+
+
+def _diff(d: dict[str, Any] | None, name: str) -> tuple[str, str, str]:
+    """``Δ [CI]``, ``p`` and ``MDE80`` cells of a paired difference of ``name`` values (dashes
+    when absent). Interval ends past the range of such a difference are clipped to it and an
+    MDE past it is shown as ``> range``, each marked :data:`CLIPPED`."""
     if not d:
         return "—", "—", "—"
-    return (
-        f"{d['mean']:+.4g} [{_f(d['ci_low'])}, {_f(d['ci_high'])}]",
-        _f(d["p"], 3),
-        _f(d.get("mde80", math.nan), 3),
-    )
+    bounds = difference_range(name)
+    lo, hi, cut_lo, cut_hi = clip_interval(d["ci_low"], d["ci_high"], bounds)
+    ci = f"[{_f(lo)}{CLIPPED * cut_lo}, {_f(hi)}{CLIPPED * cut_hi}]"
+    mde = d.get("mde80", math.nan)
+    mde_cell = f"> {_f(bounds[1])}{CLIPPED}" if math.isfinite(mde) and mde > bounds[1] else None
+    return f"{d['mean']:+.4g} {ci}", _f(d["p"], 3), mde_cell or _f(mde, 3)
 
 
 def quantity_label(views: dict[str, Any]) -> str:
@@ -74,23 +120,53 @@ def format_steps_table(summary: dict[str, Any]) -> str:
         cols += [f"val loss at step {v['step']} (mean ± std)", "Δ [95% CI]", "p", "MDE₈₀"]
     lines = ["| variant | " + " | ".join(cols) + " |", "|" + " --- |" * (len(cols) + 1)]
     for r in summary["variants"]:
-        cells = [r["label"], _pm(r["metric_mean"], r["metric_std"]), *_diff(r.get("vs_softmax"))]
+        cells = [
+            r["label"],
+            _pm(r["metric_mean"], r["metric_std"]),
+            *_diff(r.get("vs_softmax"), metric),
+        ]
         if extra and "at_step" in r:
             a = r["at_step"]
-            cells += [_pm(a["mean"], a["std"]), *_diff(r.get("at_step_vs_softmax"))]
+            cells += [_pm(a["mean"], a["std"]), *_diff(r.get("at_step_vs_softmax"), "loss")]
         elif extra:
             cells += ["n/a"] * 4
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def clock_noise(summary: dict[str, Any], row: dict[str, Any]) -> tuple[float, float] | None:
+    """``(noise, cost)`` of an equal-time row vs softmax, both relative: ``noise`` the larger
+    training-time spread between seeds (max - min over mean: the same computation) of the row's
+    variant and of softmax, ``cost`` its budget-clock ms/step relative to softmax's minus 1.
+    None for softmax itself, with a step budget, or when either figure is missing."""
+    if row["label"] == "softmax" or summary["views"].get("clock") not in ("cpu", "wall"):
+        return None
+    base = next((r for r in summary["variants"] if r["label"] == "softmax"), None)
+    if base is None:
+        return None
+    spreads = [x.get("time_spread_rel") for x in (row, base)]
+    ms = [x.get("clock_ms_per_step") for x in (row, base)]
+    if any(v is None or not math.isfinite(v) for v in spreads + ms) or not ms[1] > 0:
+        return None
+    return max(spreads), ms[0] / ms[1] - 1.0
+
+
+def noisy(summary: dict[str, Any], row: dict[str, Any]) -> bool:
+    """True when the row's clock noise is at least the cost difference its equal-time
+    comparison rests on (:func:`clock_noise`)."""
+    got = clock_noise(summary, row)
+    return got is not None and got[0] >= abs(got[1])
+
+
 def format_time_table(summary: dict[str, Any]) -> str | None:
     """Equal training time: the curve quantity at T (the smallest training time of all runs on
-    the budget clock) paired vs softmax, with the steps each variant had done by T."""
+    the budget clock) paired vs softmax, with the steps each variant had done by T, and each
+    row's clock noise against its per-step cost difference (``‡`` when the noise is larger)."""
     v = summary["views"]
     rows = [r for r in summary["variants"] if "at_time" in r]
     if v.get("time") is None or not rows:
         return None
+    cost, cost_key = cost_column(summary)
     cols = [
         f"{v['quantity_name']} at {_f(v['time'])} s (mean ± std)",
         "Δ vs softmax [95% CI]",
@@ -98,19 +174,66 @@ def format_time_table(summary: dict[str, Any]) -> str | None:
         "MDE₈₀",
         "steps done by then",
         f"total training time ({v['clock']} s)",
-        f"{v['clock']} ms/step",
+        cost,
+        "clock noise / cost vs softmax",
     ]
     lines = ["| variant | " + " | ".join(cols) + " |", "|" + " --- |" * (len(cols) + 1)]
     for r in rows:
         a = r["at_time"]
-        cells = [r["label"], _pm(a["mean"], a["std"]), *_diff(r.get("at_time_vs_softmax"))]
+        diff, p, mde = _diff(r.get("at_time_vs_softmax"), v["quantity_name"])
+        got = clock_noise(summary, r)
+        if got is None:
+            sp = r.get("time_spread_rel")
+            noise = f"{_pct(100 * sp)} %" if sp is not None and v["clock"] != "steps" else "—"
+        else:
+            flag = NOISY if noisy(summary, r) else ""
+            noise = f"{_pct(100 * got[0])} % / {100 * got[1]:+.0f} %{flag}"
+            p += flag
+        cells = [r["label"], _pm(a["mean"], a["std"]), diff, p, mde]
         cells += [
             _f(r.get("steps_at_time"), 3),
             _f(r.get("train_time_mean"), 4),
-            _f(r.get("clock_ms_per_step"), 3),
+            _f(r.get(cost_key), 3),
+            noise,
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def notes(summary: dict[str, Any]) -> list[str]:
+    """Bullet lines saying which clock the ms/step figures use and, when a table carries them,
+    what the :data:`CLIPPED` and :data:`NOISY` markers mean."""
+    out = [f"- {cost_text(summary)}"]
+    v = summary.get("views") or {}
+    names = {
+        "vs_softmax": summary["metric"],
+        "curve_mean_vs_softmax": summary["metric"],
+        "at_step_vs_softmax": "loss",
+        "at_time_vs_softmax": v.get("quantity_name", summary["metric"]),
+    }
+    hit = sorted(
+        {names[k] for r in summary["variants"] for k in names if _out_of_range(r.get(k), names[k])}
+    )
+    if hit:
+        ranges = ", ".join(f"{n} in [{_f(lo)}, {_f(hi)}]" for n in hit for lo, hi in [
+            difference_range(n)
+        ])  # fmt: skip
+        out.append(
+            f"- {CLIPPED}: the Student-t interval (or the MDE₈₀) reaches past the values a "
+            f"difference can take ({ranges}); it is shown clipped to that range, the raw "
+            "figures are in results.json. With this few seeds and this much spread the test "
+            "cannot resolve the difference: read such a row as no evidence either way."
+        )
+    flagged = [r["label"] for r in summary["variants"] if "at_time" in r and noisy(summary, r)]
+    if flagged:
+        out.append(
+            f"- {NOISY} (equal training time: {', '.join(flagged)}): the clock's noise (the "
+            "larger spread of total training time between the seeds of this variant or of "
+            "softmax, the same computation) is at least this variant's per-step cost difference "
+            "to softmax, on which the equal-time comparison rests; its Δ and p may measure the "
+            "clock (e.g. a busy machine) rather than the variant."
+        )
+    return out
 
 
 def _pct(x: float) -> str:
@@ -163,7 +286,14 @@ def power_statement(summary: dict[str, Any]) -> str | None:
         if not half:
             continue
 
-        parts.append(f"{name} at {view}: CI half-width {_span(half, ref)}, MDE₈₀ {_span(mde, ref)}")
+        part = f"{name} at {view}: CI half-width {_span(half, ref)}, MDE₈₀ {_span(mde, ref)}"
+        width = difference_range(name)[1]
+        if math.isfinite(width) and max(half + mde) > width:
+            part += (
+                f" (beyond {_f(width)}, the largest difference {name} can show: rows marked "
+                f"{CLIPPED} cannot resolve any difference)"
+            )
+        parts.append(part)
     if not parts:
         return None
     n = "/".join(str(x) for x in sorted(ns))
@@ -188,13 +318,23 @@ def format_speed_table(summary: dict[str, Any]) -> str | None:
         "| --- | --- | --- | --- |",
     ]
     for r in rows:
-        d = r.get("curve_mean_vs_softmax")
-        diff = f"{d['mean']:+.4g} [{_f(d['ci_low'])}, {_f(d['ci_high'])}]" if d else "—"
-        p = _f(d["p"], 3) if d else "—"
+        diff, p, _ = _diff(r.get("curve_mean_vs_softmax"), metric)
         lines.append(
             f"| {r['label']} | {_pm(r['curve_mean_mean'], r['curve_mean_std'])} | {diff} | {p} |"
         )
     return "\n".join(lines)
+
+
+def label_styles(results: dict[str, Any]) -> dict[str, dict]:
+    """``plot`` keywords per variant label: the attention variant's fixed colour in every plot
+    (:func:`gpam.analysis.plots.series_styles`; e.g. softmax-matched or a second daGPAM setting
+    share their variant's colour with another line style and marker)."""
+    from gpam.analysis.plots import series_styles
+
+    labels = [r["label"] for r in results["summary"]["variants"]]
+    attention = {r["label"]: r.get("attention", r["label"]) for r in results["runs"].values()}
+    styles = series_styles([attention.get(lab, lab) for lab in labels])
+    return dict(zip(labels, styles))
 
 
 def plot_curves(results: dict[str, Any], out: Path) -> list[Path]:
@@ -206,6 +346,8 @@ def plot_curves(results: dict[str, Any], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from gpam.analysis.plots import log_y
+
     summary = results["summary"]
     labels = [r["label"] for r in summary["variants"]]
     runs = [r for r in results["runs"].values() if r.get("status") == "done"]
@@ -216,11 +358,13 @@ def plot_curves(results: dict[str, Any], out: Path) -> list[Path]:
         if has_metric
         else ("val_loss", "validation loss (nats/token)", "curves_metric.png", True)
     )
+    styles = label_styles(results)
     for key, ylabel, fname, logy in (
         first,
         ("train_loss", "training loss (cross-entropy, nats)", "curves_loss.png", True),
     ):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        drawn: list[float] = []
         for lab in labels:
             curves = [r["curve"] for r in runs if r["label"] == lab and r["curve"]]
             if not curves:
@@ -228,14 +372,17 @@ def plot_curves(results: dict[str, Any], out: Path) -> list[Path]:
             n = min(len(c) for c in curves)
             steps = np.array([c[i]["step"] for i in range(n) for c in curves[:1]])
             ys = np.array([[c[i][key] for i in range(n)] for c in curves], dtype=float)
-            ax.plot(steps, np.nanmean(ys, 0), label=lab, marker="o", ms=3)
-            ax.fill_between(steps, np.nanmin(ys, 0), np.nanmax(ys, 0), alpha=0.15)
+            ax.plot(steps, np.nanmean(ys, 0), label=lab, ms=3, **styles[lab])
+            ax.fill_between(
+                steps, np.nanmin(ys, 0), np.nanmax(ys, 0), alpha=0.15, color=styles[lab]["color"]
+            )
+            drawn += [float(y) for y in ys.ravel()]
         ax.set_xlabel("training step")
         ax.set_ylabel(ylabel)
         if key == "val_metric" and summary["metric"] == "perplexity":
             logy = True
         if logy:
-            ax.set_yscale("log")
+            log_y(ax, drawn)
         ax.set_title(f"{results['task']['task']}: {ylabel} (mean over seeds, band = min-max)")
         ax.title.set_fontsize(9)
         ax.grid(alpha=0.3)
@@ -252,10 +399,14 @@ def plot_curves(results: dict[str, Any], out: Path) -> list[Path]:
     for lab in labels:
         pts = [(r["rank_collapse"], r["final_metric"]) for r in runs if r["label"] == lab]
         if pts:
-            ax.scatter(*zip(*pts), label=lab, s=22)
+            st = styles[lab]
+            ax.scatter(*zip(*pts), label=lab, s=22, color=st["color"], marker=st["marker"])
     ax.set_xlabel("relative residual ||X - 1x̄ᵀ||_F / ||X||_F of final hidden states")
     ax.set_ylabel(f"final validation {summary['metric']}")
-    ax.set_title("rank collapse vs final quality (one point per run)", fontsize=9)
+    ax.set_title(
+        "final residual (1 = spread, 0 = collapsed) vs final quality (one point per run)",
+        fontsize=9,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -362,22 +513,26 @@ def plot_time_curves(results: dict[str, Any], out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from gpam.analysis.plots import log_y
+
     summary = results["summary"]
     v = summary.get("views")
     if not v or v.get("time") is None:
         return None
     key = "val_metric" if v["quantity"] == "val_metric" else "val_loss"
     runs = [r for r in results["runs"].values() if r.get("status") == "done"]
+    styles = label_styles(results)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    drawn = False
+    drawn: list[float] = []
     for row in summary["variants"]:
         got = time_grid_curves([r for r in runs if r["label"] == row["label"]], key)
         if got is None:
             continue
         ts, ys = got
-        ax.plot(ts, ys.mean(0), label=row["label"])
-        ax.fill_between(ts, ys.min(0), ys.max(0), alpha=0.15)
-        drawn = True
+        st = {k: v for k, v in styles[row["label"]].items() if k != "marker"}
+        ax.plot(ts, ys.mean(0), label=row["label"], **st)
+        ax.fill_between(ts, ys.min(0), ys.max(0), alpha=0.15, color=st["color"])
+        drawn += [float(y) for y in ys.ravel()]
     if not drawn:
         plt.close(fig)
         return None
@@ -386,7 +541,7 @@ def plot_time_curves(results: dict[str, Any], out: Path) -> Path | None:
     ylabel = quantity_label(v)
     ax.set_ylabel(ylabel)
     if v["quantity"] != "val_metric" or summary["metric"] == "perplexity":
-        ax.set_yscale("log")
+        log_y(ax, drawn)
     ax.set_title(
         f"{results['task']['task']}: {ylabel} vs training time\n(mean over seeds, band = min-max)",
         fontsize=9,
@@ -433,11 +588,14 @@ def write_report(results: dict[str, Any], out: str | Path) -> Path:
         f"Final validation **{summary['metric']}** ({better} is better). Δ: paired difference "
         "to softmax over seeds (same seed = same initialisation stream and data order), 95 % "
         "Student-t interval, p from a two-sided paired t-test (scipy.stats.ttest_rel). "
-        "Overhead: parameters relative to the softmax model. ms/step: median training step. "
-        "Peak MB: see memory method below. Rank collapse: relative Frobenius residual of the "
-        "final block's hidden states on a validation batch (1 = tokens spread, 0 = collapsed).",
+        "Overhead: parameters relative to the softmax model. Peak MB: see memory method "
+        f"below. {RESIDUAL[0].upper()}{RESIDUAL[1:]}: relative Frobenius residual "
+        "||X - 1x̄ᵀ||_F / ||X||_F of the final block's hidden states on a validation batch, the "
+        "rank-collapse measure (1 = tokens spread, 0 = collapsed to one vector).",
         "",
         format_table(summary),
+        "",
+        *notes(summary),
         "",
     ]
     text += _views_text(summary)
@@ -452,7 +610,8 @@ def write_report(results: dict[str, Any], out: str | Path) -> Path:
             "",
         ]
     text += [
-        f"Rank collapse vs final {summary['metric']} across {corr['n']} runs: Pearson r = "
+        f"Final residual (1 = spread, 0 = collapsed) vs final {summary['metric']} across "
+        f"{corr['n']} runs: Pearson r = "
         f"{_f(corr['pearson_r'], 3)} (p = {_f(corr['pearson_p'], 3)}), Spearman ρ = "
         f"{_f(corr['spearman_r'], 3)} (p = {_f(corr['spearman_p'], 3)}).",
         "",

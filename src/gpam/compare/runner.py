@@ -301,6 +301,12 @@ def value_at(run: dict[str, Any], x_key: str, x: float, y_key: str) -> float | N
     return interpolate_at(xs, ys, x)
 
 
+def time_spread(times: list[float]) -> float | None:
+    """``(max - min) / mean`` of training times of the same computation (the clock's noise);
+    None with fewer than two."""
+    return (max(times) - min(times)) / float(np.mean(times)) if len(times) > 1 else None
+
+
 def _paired(
     rs: dict[int, Any], base: dict[int, Any], value, lab: str
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -370,7 +376,10 @@ def summarize_runs(
             if all(v is not None for v in a + b):
                 row["curve_mean_vs_softmax"] = paired_difference(a, b)
         tt = {s: run_time(rs[s]) for s in seeds}
-        row["train_time_mean"] = summarize([t for t in tt.values() if t is not None])["mean"]
+        known = [t for t in tt.values() if t is not None]
+        row["train_time_mean"] = summarize(known)["mean"]
+        # the clock's noise for this variant: same computation, different seeds
+        row["time_spread_rel"] = time_spread(known)
         row["clock_ms_per_step"] = summarize(
             [1000 * t / rs[s]["steps"] for s, t in tt.items() if t is not None and rs[s]["steps"]]
         )["mean"]
@@ -390,11 +399,7 @@ def summarize_runs(
             row["steps_at_time"] = summarize([v for v in reached if v is not None])["mean"]
         rows.append(row)
     corr = correlation([r["rank_collapse"] for r in chosen], [r["final_metric"] for r in chosen])
-    spread = {}  # the clock's noise: same computation (one label), different seeds
-    for lab, rs in by_label.items():
-        tt = [t for t in (run_time(r) for r in rs.values()) if t is not None]
-        if len(tt) > 1:
-            spread[lab] = (max(tt) - min(tt)) / float(np.mean(tt))
+    spread = {r["label"]: r["time_spread_rel"] for r in rows if r["time_spread_rel"] is not None}
     worst = max(spread, key=spread.get, default=None)
     clocks = sorted({r.get("budget_clock", config.train.budget_clock) for r in chosen})
     return {

@@ -172,3 +172,32 @@ def correlation(x: Sequence[float], y: Sequence[float]) -> dict[str, float | int
         spearman_p=float(sr.pvalue),
     )
     return out
+
+
+# The values a report's metrics can take (a difference of two of them lies within
+# ``(lo - hi, hi - lo)``); a metric not listed here is treated as unbounded.
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    "accuracy": (0.0, 1.0),
+    "bleu": (0.0, 100.0),
+    "chrf": (0.0, 100.0),
+    "perplexity": (1.0, math.inf),
+    "loss": (0.0, math.inf),
+}
+
+
+def difference_range(metric: str) -> tuple[float, float]:
+    """The range of a difference of two values of ``metric``: ``(lo - hi, hi - lo)`` from
+    :data:`METRIC_RANGES`, ``(-inf, inf)`` for an unbounded or unknown metric."""
+    lo, hi = METRIC_RANGES.get(metric, (-math.inf, math.inf))
+    width = hi - lo
+    return -width, width
+
+
+def clip_interval(
+    low: float, high: float, bounds: tuple[float, float]
+) -> tuple[float, float, bool, bool]:
+    """``(low, high)`` clipped to ``bounds``, with whether each end was clipped (an interval
+    reaching past the values the quantity can take; NaN ends are left as they are)."""
+    lo_b, hi_b = bounds
+    cut_lo, cut_hi = bool(low < lo_b), bool(high > hi_b)
+    return (lo_b if cut_lo else low), (hi_b if cut_hi else high), cut_lo, cut_hi
