@@ -297,3 +297,19 @@ def test_config_options_reach_the_attention_layers() -> None:
     assert [b.self_attn.lam_init for b in diff.blocks] == pytest.approx(
         [gpam.nn.diff_lambda_init(i) for i in range(3)]
     )
+
+
+def test_forward_returns_logits_or_a_named_lm_output() -> None:
+    from gpam.models import LMOutput
+
+    lm = tiny()
+    x = ids(2, 5)
+    with torch.no_grad():
+        plain = lm(x)
+        res = lm(x, kv_caches=[])
+        assert len(res.caches) == 2 and res.caches[0].length == 5
+        more = lm(x[:, :1], kv_caches=res.caches)
+    assert isinstance(plain, torch.Tensor) and plain.shape == (2, 5, V)
+    assert isinstance(res, LMOutput) and res._fields == ("logits", "caches")
+    torch.testing.assert_close(res.logits, plain)
+    assert isinstance(more, LMOutput) and more.caches[0].length == 6

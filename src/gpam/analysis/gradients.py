@@ -27,7 +27,7 @@ from gpam.analysis.stacks import VariantSpec, check_spec
 from gpam.analysis.tiny_model import TinyLM, copy_batch
 from gpam.functional import VARIANTS
 from gpam.train.distributed import DistInfo
-from gpam.train.loop import TrainConfig, train_loop
+from gpam.train.loop import TrainConfig, Validation, train_loop
 
 
 @dataclass
@@ -177,9 +177,10 @@ class RecordingCopyTask:
         self.last_loss = float(loss.detach())
         return loss, int(mask.sum())
 
-    def validate(self, model: nn.Module) -> float:
-        """No held-out evaluation in this analysis: NaN (the engine's summary is not kept)."""
-        return math.nan
+    def validate(self, model: nn.Module) -> Validation:
+        """No held-out evaluation in this analysis: a NaN loss (the engine's summary is not
+        kept)."""
+        return Validation(math.nan)
 
 
 def train_and_record(spec: VariantSpec, cfg: GradientsConfig, progress: tqdm | None = None) -> dict:

@@ -21,6 +21,7 @@ from .layers import (
     init_weights,
     positions_from_padding,
 )
+from .outputs import LMOutput
 
 
 class TransformerLM(nn.Module):
@@ -74,12 +75,13 @@ class TransformerLM(nn.Module):
         kv_caches: list[KVCache] | None = None,
         *,
         padding_mask: Tensor | None = None,
-    ) -> Tensor | tuple[Tensor, list[KVCache]]:
+    ) -> Tensor | LMOutput:
         """``input_ids`` ``(B, T)`` -> logits ``(B, T, V)``.
 
         With ``kv_caches`` (a list of per-layer ``KVCache``; an empty list or ``None`` entries
         start new ones) the tokens continue the cached sequence: positions start at the cache
-        length, and ``(logits, caches)`` is returned.
+        length, and an :class:`~gpam.models.LMOutput` ``(logits, caches)`` is returned (always,
+        whenever ``kv_caches`` is given; never otherwise).
 
         ``padding_mask`` (True = padding) hides padded keys, left or right padding alike: real
         tokens get positions counted from their row's first real token, so a padded row gives
@@ -115,7 +117,7 @@ class TransformerLM(nn.Module):
         if self.norm_f is not None:
             x = self.norm_f(x)
         logits = self.lm_head(x)
-        return (logits, caches) if caches is not None else logits
+        return logits if caches is None else LMOutput(logits, caches)
 
     @torch.no_grad()
     def generate(
