@@ -15,8 +15,8 @@ from gpam.analysis.stacks import (
     VARIANTS,
     VariantSpec,
     build_stack,
-    check_spec,
     run_stack,
+    variant_specs,
 )
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -75,27 +75,7 @@ class RankCollapseConfig(StackConfig):
 
     def specs(self) -> list[VariantSpec]:
         """The attention settings to measure, in order."""
-        if not self.variants:
-            raise ValueError("variants must name at least one variant")
-        out = []
-        for v in self.variants:
-            if v == "dagpam":
-                if not self.lam_neg:
-                    raise ValueError("lam_neg must list at least one value when dagpam is measured")
-                out.extend(
-                    VariantSpec(
-                        "dagpam",
-                        lam_neg=float(x),
-                        neg_query=self.neg_query,
-                        neg_init=self.neg_init,
-                    )
-                    for x in self.lam_neg
-                )
-            else:
-                out.append(VariantSpec(v))
-        for s in out:
-            check_spec(s)
-        return out
+        return variant_specs(self.variants, self.lam_neg, [self.neg_query], [self.neg_init])
 
     def validate(self) -> None:
         super().validate()
