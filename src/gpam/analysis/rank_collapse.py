@@ -118,8 +118,6 @@ def measure_stack(
         comp_rows.append([relative_residual_composite(h).mean().item() for h in states])
         if progress is not None:
             progress.update(1)
-    fro_mean, fro_std = _mean_std(fro_rows)
-    comp_mean, comp_std = _mean_std(comp_rows)
     return {
         "variant": spec.variant,
         "label": spec.label(),
@@ -128,13 +126,23 @@ def measure_stack(
         "affine": spec.affine if spec.variant == "dagpam" else None,
         "architecture": architecture,
         "layers": list(range(cfg.depth + 1)),
+        **residual_summary(fro_rows, comp_rows),
+        "seeds": seeds,
+    }
+
+
+def residual_summary(fro_rows: list[list[float]], comp_rows: list[list[float]]) -> dict:
+    """The ``residual_*`` entries of a result from per-trial, per-layer residuals (Frobenius and
+    composite): mean and std over trials, and the trials themselves (non-finite -> None)."""
+    fro_mean, fro_std = _mean_std(fro_rows)
+    comp_mean, comp_std = _mean_std(comp_rows)
+    return {
         "residual_fro_mean": fro_mean,
         "residual_fro_std": fro_std,
         "residual_composite_mean": comp_mean,
         "residual_composite_std": comp_std,
         "residual_fro_trials": [[_finite(v) for v in r] for r in fro_rows],
         "residual_composite_trials": [[_finite(v) for v in r] for r in comp_rows],
-        "seeds": seeds,
     }
 
 
