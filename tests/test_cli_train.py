@@ -145,6 +145,18 @@ def test_generate(lm_run, capsys):
     assert body.startswith("ROMEO") and len(body) <= 15
 
 
+def test_generate_past_the_context(lm_run, capsys):
+    # the model's max_len is its --seq-len 16: the default 200 new tokens (and the README's
+    # --max-new-tokens 200) go on with a sliding window instead of exiting 2
+    _, out = lm_run
+    assert main(["generate", "--model", str(out)]) == 0
+    assert capsys.readouterr().out.strip()
+    args = ["generate", "--model", str(out), "--prompt", "ROMEO:", "--max-new-tokens", "200"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("ROMEO:")
+
+
 def test_train_nmt_eval_and_translate(nmt_run, tmp_path, capsys, monkeypatch):
     import sacrebleu
 

@@ -129,3 +129,28 @@ def test_seq2seq_config_errors_name_the_field(kwargs: dict, field: str) -> None:
     args = {"src_vocab_size": 10, **kwargs}
     with pytest.raises(ValueError, match=field):
         Seq2SeqConfig(**args)
+
+
+def test_attention_layers_are_checked_in_every_stack() -> None:
+    # [3] exists in a 4-layer encoder but not in a 2-layer decoder: refused, naming the decoder
+    # (it used to be checked against the longest stack only, leaving the decoder all-softmax)
+    with pytest.raises(ValueError, match=r"attention_layers index 3 .*decoder \(2 layers\)"):
+        Seq2SeqConfig(10, n_encoder_layers=4, n_decoder_layers=2, attention_layers=[3])
+    with pytest.raises(ValueError, match=r"attention_layers index -3 .*decoder"):
+        Seq2SeqConfig(10, n_encoder_layers=4, n_decoder_layers=2, attention_layers=[-3])
+    with pytest.raises(ValueError, match=r"attention_layers index 2 .*encoder \(2 layers\)"):
+        Seq2SeqConfig(10, n_encoder_layers=2, n_decoder_layers=3, attention_layers=[2])
+
+
+def test_negative_attention_layers_count_from_the_end_of_each_stack() -> None:
+    from gpam.models import Seq2SeqTransformer
+
+    cfg = Seq2SeqConfig(
+        10, d_model=16, n_heads=2, n_encoder_layers=4, n_decoder_layers=2, attention_layers=[-1]
+    )
+    got = Seq2SeqTransformer(cfg).layer_variants()
+    assert got["encoder"] == ["softmax", "softmax", "softmax", "dagpam"]
+    assert got["decoder"] == ["softmax", "dagpam"]
+    assert got["cross"] == ["softmax", "dagpam"]
+    both = Seq2SeqConfig(10, n_encoder_layers=4, n_decoder_layers=2, attention_layers=[0, 1])
+    assert [both.variant_for("dagpam", i, 2) for i in range(2)] == ["dagpam", "dagpam"]

@@ -201,6 +201,46 @@ def test_generate_greedy_matches_step_by_step_argmax() -> None:
     assert torch.equal(lm.generate(prompt, 6, temperature=1.0, top_k=1), ref)
 
 
+def _windowed_reference(lm: TransformerLM, prompt, n: int, pad=None):  # noqa: ANN001, ANN202
+    """Greedy tokens by brute force: the model re-run on the last max_len tokens every step."""
+    w, out = lm.config.max_len, prompt
+    with torch.no_grad():
+        for _ in range(n):
+            mask = None if pad is None else pad[:, -w:]
+            nxt = lm(out[:, -w:], padding_mask=mask)[:, -1].argmax(-1, keepdim=True)
+            out = torch.cat([out, nxt], 1)
+            if pad is not None:
+                pad = torch.cat([pad, torch.zeros_like(nxt, dtype=torch.bool)], 1)
+    return out
+
+
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rotary"])
+def test_generate_past_max_len_slides_a_window(positions: str) -> None:
+    # prompt + new tokens > max_len: generation goes on with the last max_len tokens as context
+    # (learned positions used to refuse it; rotary and sinusoidal ran past the context)
+    lm = tiny(positions=positions, max_len=8).double()
+    prompt = ids(2, 5)
+    out = lm.generate(prompt, 12, temperature=0.0)
+    assert out.shape == (2, 17)
+    assert torch.equal(out, _windowed_reference(lm, prompt, 12))
+    # a prompt longer than the window: only its last max_len tokens are seen
+    long = ids(1, 11, seed=3)
+    got = lm.generate(long, 4, temperature=0.0)
+    assert torch.equal(got[:, :11], long)
+    assert torch.equal(got, _windowed_reference(lm, long, 4))
+
+
+def test_generate_past_max_len_with_left_padding() -> None:
+    lm = tiny(positions="rotary", max_len=6).double()
+    batch = torch.cat([ids(1, 4, seed=4), ids(1, 4, seed=5)])
+    pad = torch.tensor([[True, True, False, False], [False, False, False, False]])
+    out = lm.generate(batch, 9, temperature=0.0, padding_mask=pad)
+    assert torch.equal(out, _windowed_reference(lm, batch, 9, pad))
+    # row 0 alone gives the same tokens: the window drops its padding before any real token
+    alone = lm.generate(batch[:1, 2:], 9, temperature=0.0)
+    assert torch.equal(out[0, 4:], alone[0, 2:])
+
+
 def test_generate_sampling_is_seeded_and_stops_at_eos() -> None:
     lm = tiny()
     prompt = ids(3, 2)
@@ -225,8 +265,6 @@ def test_bad_inputs_raise_clear_errors() -> None:
         lm(torch.zeros(1, 4))
     with pytest.raises(ValueError, match="max_len"):
         lm(ids(1, 9))
-    with pytest.raises(ValueError, match="max_len"):
-        lm.generate(ids(1, 4), 5)
     with pytest.raises(ValueError, match="temperature"):
         lm.generate(ids(1, 2), 2, temperature=-1.0)
     with pytest.raises(ValueError, match="kv_caches"):
@@ -259,3 +297,19 @@ def test_config_options_reach_the_attention_layers() -> None:
     assert [b.self_attn.lam_init for b in diff.blocks] == pytest.approx(
         [gpam.nn.diff_lambda_init(i) for i in range(3)]
     )
+
+
+def test_forward_returns_logits_or_a_named_lm_output() -> None:
+    from gpam.models import LMOutput
+
+    lm = tiny()
+    x = ids(2, 5)
+    with torch.no_grad():
+        plain = lm(x)
+        res = lm(x, kv_caches=[])
+        assert len(res.caches) == 2 and res.caches[0].length == 5
+        more = lm(x[:, :1], kv_caches=res.caches)
+    assert isinstance(plain, torch.Tensor) and plain.shape == (2, 5, V)
+    assert isinstance(res, LMOutput) and res._fields == ("logits", "caches")
+    torch.testing.assert_close(res.logits, plain)
+    assert isinstance(more, LMOutput) and more.caches[0].length == 6

@@ -236,3 +236,19 @@ def test_decoding_argument_errors() -> None:
         model.beam_search(src, bos_id=BOS, eos_id=EOS, length_penalty_style="wu")
     with pytest.raises(ValueError, match="src_padding_mask"):
         model(src, src, src_padding_mask=torch.zeros(1, 3, dtype=torch.bool))
+
+
+def test_decode_returns_logits_or_a_named_decoder_output() -> None:
+    from gpam.models import DecoderOutput
+
+    model = tiny()
+    src, tgt = ids(2, 6), ids(2, 3, seed=4)
+    with torch.no_grad():
+        memory = model.encode(src)
+        plain = model.decode(tgt, memory)
+        res = model.decode(tgt, memory, kv_caches=[])
+    assert isinstance(plain, torch.Tensor) and plain.shape[:2] == (2, 3)
+    assert isinstance(res, DecoderOutput) and res._fields == ("logits", "caches")
+    torch.testing.assert_close(res.logits, plain)
+    assert res.caches[0][0].length == 3 and res.caches[0][1].static
+    assert isinstance(model(src, tgt), torch.Tensor)

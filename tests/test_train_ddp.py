@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent(
         calls = []
         def scripted(self, model):
             calls.append(1)
-            return {"loss": 5.0 - len(calls) if rank == 0 else 1.0 + len(calls)}
+            return loop.Validation(5.0 - len(calls) if rank == 0 else 1.0 + len(calls))
         lm_mod.LMTask.validate = scripted
     captured = {}
     real_loop = loop.train_loop

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from gpam.data.tokenizer import CharTokenizer
 from gpam.train.distributed import DistInfo
 from gpam.train.lm import LMDataOptions, train_lm
-from gpam.train.loop import TrainConfig, train_loop
+from gpam.train.loop import TrainConfig, Validation, train_loop
 
 TEXT = "to be or not to be that is the question " * 40
 
@@ -35,7 +35,7 @@ class FakeTask:
 
     def validate(self, model):
         self.calls += 1
-        return self.vals[self.calls - 1]
+        return Validation(self.vals[self.calls - 1])
 
 
 def _tiny_lm():
@@ -184,3 +184,29 @@ def test_budget_warmup_and_last_row(tmp_path):
     import math
 
     assert last["lr"] == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.9))))
+
+
+def test_validate_has_one_return_shape():
+    """Task.validate returns a Validation (loss + named metrics), never a bare float or dict:
+    the metrics are logged as val_<name>, anything else is refused by name."""
+    tok = CharTokenizer.train([TEXT])
+    cfg = TrainConfig(steps=1, warmup=0, eval_every=1)
+
+    class WithMetrics(FakeTask):
+        def validate(self, model):
+            return Validation(2.0, {"accuracy": 0.25})
+
+    res = train_loop(_tiny_lm(), WithMetrics([]), tok, cfg, None, DistInfo(),
+                     torch.device("cpu"), quiet=True)  # fmt: skip
+    assert res["final_val_loss"] == 2.0 and res["final_val_metrics"] == {"val_accuracy": 0.25}
+    assert Validation(1.5).metrics == {}
+
+    for bad in (1.5, {"loss": 1.5}):
+
+        class Bare(FakeTask):
+            def validate(self, model, bad=bad):
+                return bad
+
+        with pytest.raises(TypeError, match="Validation"):
+            train_loop(_tiny_lm(), Bare([]), tok, cfg, None, DistInfo(), torch.device("cpu"),
+                       quiet=True)  # fmt: skip

@@ -76,7 +76,9 @@ def test_engine_uses_the_policy(tmp_path):
             return sum(p.sum() for p in m.parameters()) * 0.0, 1
 
         def validate(self, m):
-            return 0.0
+            from gpam.train import Validation
+
+            return Validation(0.0)
 
     cfg = TrainConfig(steps=1, lr=0.1, weight_decay=0.5, warmup=0, eval_every=1)
     train_loop(model, ZeroGrad(), CharTokenizer.train(["ab"]), cfg, None, DistInfo(),

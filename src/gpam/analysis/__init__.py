@@ -10,6 +10,8 @@ many tiny products).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,17 @@ __all__ = [
 ]
 
 
+def _run(
+    out: str | Path, threads: int | None, measure: Callable[[], dict], write: Callable
+) -> dict:
+    """``measure()`` with ``threads`` torch CPU threads, its result written by
+    ``write(result, out)``; returns the result."""
+    with torch_threads(threads):
+        result = measure()
+    write(result, Path(out))
+    return result
+
+
 def run_rank_collapse(
     out: str | Path,
     *,
@@ -86,13 +99,12 @@ def run_rank_collapse(
     if checkpoint is not None:
         from gpam.analysis.checkpoint import rank_collapse_checkpoint
 
-        with torch_threads(threads):
-            result = rank_collapse_checkpoint(checkpoint, show_progress=show_progress, **config)
+        measure = partial(
+            rank_collapse_checkpoint, checkpoint, show_progress=show_progress, **config
+        )
     else:
-        with torch_threads(threads):
-            result = rank_collapse(RankCollapseConfig(**config), show_progress=show_progress)
-    write_rank_collapse(result, Path(out))
-    return result
+        measure = partial(rank_collapse, RankCollapseConfig(**config), show_progress=show_progress)
+    return _run(out, threads, measure, write_rank_collapse)
 
 
 def run_faithfulness(
@@ -101,10 +113,8 @@ def run_faithfulness(
     """Run both lambda sweeps and write ``faithfulness.json``, plots and ``report.md``."""
     from gpam.analysis.outputs import write_faithfulness
 
-    with torch_threads(threads):
-        result = faithfulness(FaithfulnessConfig(**config), show_progress=show_progress)
-    write_faithfulness(result, Path(out))
-    return result
+    measure = partial(faithfulness, FaithfulnessConfig(**config), show_progress=show_progress)
+    return _run(out, threads, measure, write_faithfulness)
 
 
 def run_gradients(
@@ -113,10 +123,8 @@ def run_gradients(
     """Train per variant, record gradients, write ``gradients.json``, plots and ``report.md``."""
     from gpam.analysis.grad_outputs import write_gradients
 
-    with torch_threads(threads):
-        result = gradients(GradientsConfig(**config), show_progress=show_progress)
-    write_gradients(result, Path(out))
-    return result
+    measure = partial(gradients, GradientsConfig(**config), show_progress=show_progress)
+    return _run(out, threads, measure, write_gradients)
 
 
 def run_phase(
@@ -131,13 +139,9 @@ def run_phase(
     if checkpoint is not None:
         from gpam.analysis.phase_checkpoint import phase_checkpoint, write_phase_checkpoint
 
-        with torch_threads(threads):
-            result = phase_checkpoint(checkpoint, show_progress=show_progress, **config)
-        write_phase_checkpoint(result, Path(out))
-        return result
+        measure = partial(phase_checkpoint, checkpoint, show_progress=show_progress, **config)
+        return _run(out, threads, measure, write_phase_checkpoint)
     from gpam.analysis.phase_outputs import write_phase
 
-    with torch_threads(threads):
-        result = phase(PhaseConfig(**config), show_progress=show_progress)
-    write_phase(result, Path(out))
-    return result
+    measure = partial(phase, PhaseConfig(**config), show_progress=show_progress)
+    return _run(out, threads, measure, write_phase)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from gpam.analysis.measures import relative_residual_composite, relative_residual_fro
-from gpam.analysis.rank_collapse import DTYPES, StackConfig, _finite, _mean_std
+from gpam.analysis.rank_collapse import DTYPES, StackConfig, residual_summary
 from gpam.analysis.stacks import ARCHITECTURES
 
 
@@ -94,8 +94,6 @@ def rank_collapse_checkpoint(
                 fro_rows.append([relative_residual_fro(h).mean().item() for h in states])
                 comp_rows.append([relative_residual_composite(h).mean().item() for h in states])
                 bar.update(1)
-            fro_mean, fro_std = _mean_std(fro_rows)
-            comp_mean, comp_std = _mean_std(comp_rows)
             first = layers[0].self_attn
             lam_pos, lam_neg = (None, None)
             if first.attention == "dagpam":
@@ -113,12 +111,7 @@ def rank_collapse_checkpoint(
                     "affine": getattr(first, "affine", None) if lam_neg is not None else None,
                     "architecture": arch,
                     "layers": list(range(len(layers) + 1)),
-                    "residual_fro_mean": fro_mean,
-                    "residual_fro_std": fro_std,
-                    "residual_composite_mean": comp_mean,
-                    "residual_composite_std": comp_std,
-                    "residual_fro_trials": [[_finite(v) for v in r] for r in fro_rows],
-                    "residual_composite_trials": [[_finite(v) for v in r] for r in comp_rows],
+                    **residual_summary(fro_rows, comp_rows),
                     "seeds": [seed + t for t in range(trials)],
                     "layer_variants": variants,
                 }

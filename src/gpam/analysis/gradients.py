@@ -23,11 +23,11 @@ from tqdm.auto import tqdm
 
 from gpam.analysis.bounds import bound_factor, bound_shrink, shrink
 from gpam.analysis.measures import row_entropy, row_max
-from gpam.analysis.stacks import VariantSpec, check_spec
+from gpam.analysis.stacks import VariantSpec, variant_specs
 from gpam.analysis.tiny_model import TinyLM, copy_batch
 from gpam.functional import VARIANTS
 from gpam.train.distributed import DistInfo
-from gpam.train.loop import TrainConfig, train_loop
+from gpam.train.loop import TrainConfig, Validation, train_loop
 
 
 @dataclass
@@ -53,27 +53,7 @@ class GradientsConfig:
 
     def specs(self) -> list[VariantSpec]:
         """One spec per variant, daGPAM once per ``lam_neg`` (affine form)."""
-        if not self.variants:
-            raise ValueError("variants must name at least one variant")
-        out: list[VariantSpec] = []
-        for v in self.variants:
-            if v == "dagpam":
-                if not self.lam_neg:
-                    raise ValueError("lam_neg must list at least one value when dagpam is run")
-                out.extend(
-                    VariantSpec(
-                        "dagpam",
-                        lam_neg=float(x),
-                        neg_query=self.neg_query,
-                        neg_init=self.neg_init,
-                    )
-                    for x in self.lam_neg
-                )
-            else:
-                out.append(VariantSpec(v))
-        for s in out:
-            check_spec(s)
-        return out
+        return variant_specs(self.variants, self.lam_neg, [self.neg_query], [self.neg_init])
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
@@ -177,9 +157,10 @@ class RecordingCopyTask:
         self.last_loss = float(loss.detach())
         return loss, int(mask.sum())
 
-    def validate(self, model: nn.Module) -> float:
-        """No held-out evaluation in this analysis: NaN (the engine's summary is not kept)."""
-        return math.nan
+    def validate(self, model: nn.Module) -> Validation:
+        """No held-out evaluation in this analysis: a NaN loss (the engine's summary is not
+        kept)."""
+        return Validation(math.nan)
 
 
 def train_and_record(spec: VariantSpec, cfg: GradientsConfig, progress: tqdm | None = None) -> dict:

@@ -50,12 +50,21 @@ def _section(results: list[dict], cfg: dict, heading: str, floor: float) -> list
     return lines
 
 
+def _start(result: dict, out: Path, name: str) -> tuple[Path, dict, list[Path], float]:
+    """Write ``result`` as ``out/name``; returns ``out``, the result's config, the written paths
+    and the machine epsilon of its dtype."""
+    out = Path(out)
+    return (
+        out,
+        result["config"],
+        [atomic_write_json(out / name, result)],
+        eps_of(result["config"]["dtype"]),
+    )
+
+
 def write_rank_collapse(result: dict, out: Path) -> list[Path]:
     """``rank_collapse.json``, ``rank_collapse_<architecture>.png`` and ``report.md`` in ``out``."""
-    out = Path(out)
-    cfg = result["config"]
-    written = [atomic_write_json(out / "rank_collapse.json", result)]
-    eps = eps_of(cfg["dtype"])
+    out, cfg, written, eps = _start(result, out, "rank_collapse.json")
     floor = 1000 * eps
     lines = [
         "# Rank collapse "
@@ -90,10 +99,7 @@ def write_rank_collapse(result: dict, out: Path) -> list[Path]:
 
 def write_faithfulness(result: dict, out: Path) -> list[Path]:
     """``faithfulness.json``, one PNG per sweep and ``report.md`` in ``out``."""
-    out = Path(out)
-    cfg = result["config"]
-    written = [atomic_write_json(out / "faithfulness.json", result)]
-    eps = eps_of(cfg["dtype"])
+    out, cfg, written, eps = _start(result, out, "faithfulness.json")
     floor = 1000 * eps
     lines = [
         "# Lambda sweeps of the rank-collapse measure",

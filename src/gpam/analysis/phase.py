@@ -30,7 +30,7 @@ from gpam.analysis.rank_collapse import (
     _mean_std,
     check_architectures,
 )
-from gpam.analysis.stacks import VariantSpec, build_stack, check_spec
+from gpam.analysis.stacks import VariantSpec, build_stack, variant_specs
 
 
 def default_qk_gains() -> list[float]:
@@ -73,26 +73,7 @@ class PhaseConfig(StackConfig):
 
     def specs(self) -> list[VariantSpec]:
         """The settings in order: daGPAM once per ``lam_neg`` x ``neg_query`` x ``neg_init``."""
-        if not self.variants:
-            raise ValueError("variants must name at least one variant")
-        out: list[VariantSpec] = []
-        for v in self.variants:
-            if v != "dagpam":
-                out.append(VariantSpec(v))
-                continue
-            if not self.lam_neg or not self.neg_query or not self.neg_init:
-                raise ValueError(
-                    "lam_neg, neg_query and neg_init must each list at least one value"
-                )
-            for lam in self.lam_neg:
-                for nq in self.neg_query:
-                    for ni in self.neg_init:
-                        out.append(
-                            VariantSpec("dagpam", lam_neg=float(lam), neg_query=nq, neg_init=ni)
-                        )
-        for s in out:
-            check_spec(s)
-        return out
+        return variant_specs(self.variants, self.lam_neg, self.neg_query, self.neg_init)
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""

@@ -15,8 +15,8 @@ from gpam.analysis.stacks import (
     VARIANTS,
     VariantSpec,
     build_stack,
-    check_spec,
     run_stack,
+    variant_specs,
 )
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -75,27 +75,7 @@ class RankCollapseConfig(StackConfig):
 
     def specs(self) -> list[VariantSpec]:
         """The attention settings to measure, in order."""
-        if not self.variants:
-            raise ValueError("variants must name at least one variant")
-        out = []
-        for v in self.variants:
-            if v == "dagpam":
-                if not self.lam_neg:
-                    raise ValueError("lam_neg must list at least one value when dagpam is measured")
-                out.extend(
-                    VariantSpec(
-                        "dagpam",
-                        lam_neg=float(x),
-                        neg_query=self.neg_query,
-                        neg_init=self.neg_init,
-                    )
-                    for x in self.lam_neg
-                )
-            else:
-                out.append(VariantSpec(v))
-        for s in out:
-            check_spec(s)
-        return out
+        return variant_specs(self.variants, self.lam_neg, [self.neg_query], [self.neg_init])
 
     def validate(self) -> None:
         super().validate()
@@ -138,8 +118,6 @@ def measure_stack(
         comp_rows.append([relative_residual_composite(h).mean().item() for h in states])
         if progress is not None:
             progress.update(1)
-    fro_mean, fro_std = _mean_std(fro_rows)
-    comp_mean, comp_std = _mean_std(comp_rows)
     return {
         "variant": spec.variant,
         "label": spec.label(),
@@ -148,13 +126,23 @@ def measure_stack(
         "affine": spec.affine if spec.variant == "dagpam" else None,
         "architecture": architecture,
         "layers": list(range(cfg.depth + 1)),
+        **residual_summary(fro_rows, comp_rows),
+        "seeds": seeds,
+    }
+
+
+def residual_summary(fro_rows: list[list[float]], comp_rows: list[list[float]]) -> dict:
+    """The ``residual_*`` entries of a result from per-trial, per-layer residuals (Frobenius and
+    composite): mean and std over trials, and the trials themselves (non-finite -> None)."""
+    fro_mean, fro_std = _mean_std(fro_rows)
+    comp_mean, comp_std = _mean_std(comp_rows)
+    return {
         "residual_fro_mean": fro_mean,
         "residual_fro_std": fro_std,
         "residual_composite_mean": comp_mean,
         "residual_composite_std": comp_std,
         "residual_fro_trials": [[_finite(v) for v in r] for r in fro_rows],
         "residual_composite_trials": [[_finite(v) for v in r] for r in comp_rows],
-        "seeds": seeds,
     }
 
 

@@ -13,6 +13,7 @@ Each layer is a ``gpam.MultiheadAttention`` with the library's own initialisatio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -79,6 +80,37 @@ def check_spec(spec: VariantSpec) -> None:
             raise ValueError(
                 f"lam_pos must be a number >= 0 when affine=False, got {spec.lam_pos!r}"
             )
+
+
+def variant_specs(
+    variants: Sequence[str],
+    lam_neg: Sequence[float],
+    neg_query: Sequence[str] = ("linear",),
+    neg_init: Sequence[str | None] = (None,),
+) -> list[VariantSpec]:
+    """The settings an analysis runs, in order, each checked: one per variant, daGPAM (affine
+    form) once per ``lam_neg`` x ``neg_query`` x ``neg_init``."""
+    if not variants:
+        raise ValueError("variants must name at least one variant")
+    out: list[VariantSpec] = []
+    for v in variants:
+        if v != "dagpam":
+            out.append(VariantSpec(v))
+            continue
+        if not lam_neg or not neg_query or not neg_init:
+            raise ValueError(
+                "lam_neg, neg_query and neg_init must each list at least one value when dagpam "
+                "is run"
+            )
+        out.extend(
+            VariantSpec("dagpam", lam_neg=float(lam), neg_query=nq, neg_init=ni)
+            for lam in lam_neg
+            for nq in neg_query
+            for ni in neg_init
+        )
+    for s in out:
+        check_spec(s)
+    return out
 
 
 def make_attention(

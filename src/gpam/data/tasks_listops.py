@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gpam.data.synthetic import BOS, N_SPECIAL, SEP, SyntheticTask, _check_int
+from gpam.data.tasks_base import BOS, N_SPECIAL, SEP, SyntheticTask, _check_int
 
 DIGIT0 = N_SPECIAL
 OPS = ("MAX", "MIN", "MED", "SM")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,9 @@ from torch import Tensor, nn
 from gpam._io import atomic_write_json
 from gpam.hf._compat import require_transformers
 from gpam.hf.conversion import CONFIG_KEY, convert, gpam_parameters, lambdas, load_converted
+
+if TYPE_CHECKING:
+    from gpam.train.loop import Validation
 
 TRAINABLE = ("all", "gpam")
 
@@ -86,14 +89,17 @@ class HFLMTask:
     def loss(self, model: nn.Module, batch: Tensor) -> tuple[Tensor, int]:
         return _lm_loss(model, batch), batch[:, 1:].numel()
 
-    def validate(self, model: nn.Module) -> float:
-        return evaluate_lm_loss(
+    def validate(self, model: nn.Module) -> Validation:
+        from gpam.train.loop import Validation
+
+        loss = evaluate_lm_loss(
             model,
             self.val_ids,
             seq_len=self.seq_len,
             batch_size=self.batch_size,
             max_batches=self.eval_batches,
         )
+        return Validation(loss)
 
 
 def finetune(
@@ -156,7 +162,7 @@ def finetune(
         raise ValueError("trainable='gpam' but the model has no gpam parameters (convert it first)")
     device = next(model.parameters()).device
     task = HFLMTask(train_ids, val_ids, seq_len, batch_size, seed, device, eval_batches)
-    before = task.validate(model)
+    before = task.validate(model).loss
     frozen = [p for p in model.parameters() if keep is not None and id(p) not in keep]
     flags = [p.requires_grad for p in frozen]
     for p in frozen:

@@ -17,10 +17,13 @@ from .io import (
     untied_state_dict,
 )
 from .lm import TransformerLM
+from .outputs import DecoderOutput, LMOutput
 from .seq2seq import Seq2SeqTransformer
 
 __all__ = [
+    "DecoderOutput",
     "LMConfig",
+    "LMOutput",
     "Seq2SeqConfig",
     "Seq2SeqTransformer",
     "TransformerLM",

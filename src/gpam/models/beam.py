@@ -1,4 +1,4 @@
-"""Greedy decoding and batched beam search for :class:`Seq2SeqTransformer`.
+"""Greedy decoding and batched beam search for ``gpam.models.Seq2SeqTransformer``.
 
 Beam search keeps ``beam_size`` live hypotheses per source sentence, all sentences of the batch at
 once (``B * beam_size`` rows through the decoder). The decoder's self-attention caches are
@@ -17,16 +17,29 @@ including ``eos``): ``"gnmt"`` (default) divides the log-probability by ``((5 + 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-if TYPE_CHECKING:
-    from .seq2seq import Seq2SeqTransformer
+from .outputs import DecoderCaches, DecoderOutput
 
 LENGTH_PENALTY_STYLES = ("gnmt", "simple")
+
+
+class Seq2SeqModel(Protocol):
+    """What decoding needs of a ``gpam.models.Seq2SeqTransformer`` (a protocol, so that this
+    module does not import the model, which takes these functions as its methods)."""
+
+    config: Any
+    training: bool
+    encode: Callable[..., Tensor]
+    decode: Callable[..., Tensor | DecoderOutput]
+    new_caches: Callable[[], DecoderCaches]
+    eval: Callable[[], Any]
+    train: Callable[[bool], Any]
 
 
 def length_normalise(score: float, length: int, alpha: float, style: str) -> float:
@@ -38,7 +51,7 @@ def length_normalise(score: float, length: int, alpha: float, style: str) -> flo
     return score / (max(1, length) ** alpha)
 
 
-def _resolve_max_len(model: Seq2SeqTransformer, src_ids: Tensor, max_len: int | None) -> int:
+def _resolve_max_len(model: Seq2SeqModel, src_ids: Tensor, max_len: int | None) -> int:
     cfg = model.config
     limit = cfg.max_len if cfg.positions == "learned" else None
     if max_len is None:
@@ -60,7 +73,7 @@ def _check_token(name: str, value: int, vocab: int) -> None:
 
 @torch.no_grad()
 def greedy_decode(
-    model: Seq2SeqTransformer,
+    model: Seq2SeqModel,
     src_ids: Tensor,
     src_padding_mask: Tensor | None = None,
     *,
@@ -105,7 +118,7 @@ def greedy_decode(
 
 @torch.no_grad()
 def beam_search(
-    model: Seq2SeqTransformer,
+    model: Seq2SeqModel,
     src_ids: Tensor,
     src_padding_mask: Tensor | None = None,
     *,
@@ -147,7 +160,7 @@ def beam_search(
 
 
 def _beam_search(
-    model: Seq2SeqTransformer,
+    model: Seq2SeqModel,
     src_ids: Tensor,
     src_padding_mask: Tensor | None,
     bos_id: int,

@@ -115,7 +115,9 @@ class _CommonConfig:
         return cls(**data)
 
     # -- shared validation -------------------------------------------------------------------
-    def _validate_common(self, kinds: dict[str, str], layer_counts: tuple[int, ...]) -> None:
+    def _validate_common(self, kinds: dict[str, str], stacks: dict[str, int]) -> None:
+        """Check the shared fields; ``stacks`` maps each layer stack's name to its depth (a list
+        of ``attention_layers`` must be valid in every stack)."""
         _check_int("d_model", self.d_model)
         _check_int("n_heads", self.n_heads)
         if self.d_model % self.n_heads:
@@ -176,7 +178,7 @@ class _CommonConfig:
                     "attn_kwargs must map variant names to keyword dicts, e.g. "
                     f"{{'coda': {{'alpha': 2.0}}}}; got key {k!r} -> {v!r}"
                 )
-        _check_layers(self.attention_layers, max(layer_counts))
+        _check_layers(self.attention_layers, stacks)
         _check_choice("norm", self.norm, NORMS)
         _check_choice("positions", self.positions, POSITIONS)
         if self.positions == "rotary" and (self.d_model // self.n_heads) % 2:
@@ -189,7 +191,10 @@ class _CommonConfig:
 
         ``attention_layers``: ``"all"``; ``"inner"`` (softmax in the first and last layer, as Cog
         attention's paper does); ``"auto"`` (``"inner"`` for ``cog``, else ``"all"``); or a list of
-        layer indices (negative counts from the end) that use ``variant``, softmax elsewhere.
+        layer indices that use ``variant``, softmax elsewhere. A list applies to every stack of
+        the model (encoder and decoder alike) and each index must exist in each of them; a
+        negative index counts from the end of each stack (``-1`` is the last layer of the
+        encoder and the last layer of the decoder), as ``"inner"`` does.
         """
         pattern = self.attention_layers
         if pattern == "auto":
@@ -198,11 +203,18 @@ class _CommonConfig:
             return variant
         if pattern == "inner":
             return "softmax" if layer in (0, n_layers - 1) else variant
-        chosen = {i % n_layers for i in pattern if -n_layers <= i < n_layers}
-        return variant if layer in chosen else "softmax"
+        if not 0 <= layer < n_layers:
+            raise ValueError(f"layer must be in [0, {n_layers}), got {layer}")
+        for i in pattern:
+            if not -n_layers <= i < n_layers:
+                raise ValueError(
+                    f"attention_layers index {i} out of range for a stack of {n_layers} layers"
+                )
+        return variant if layer in {i % n_layers for i in pattern} else "softmax"
 
 
-def _check_layers(value: Any, n_layers: int) -> None:
+def _check_layers(value: Any, stacks: dict[str, int]) -> None:
+    """``attention_layers`` is a pattern name or a list of indices valid in every stack."""
     if isinstance(value, str):
         _check_choice("attention_layers", value, LAYER_PATTERNS)
         return
@@ -214,8 +226,13 @@ def _check_layers(value: Any, n_layers: int) -> None:
     for i in value:
         if isinstance(i, bool) or not isinstance(i, int):
             raise TypeError(f"attention_layers entries must be ints, got {i!r}")
-        if not -n_layers <= i < n_layers:
-            raise ValueError(f"attention_layers index {i} out of range for {n_layers} layers")
+        for stack, n_layers in stacks.items():
+            if not -n_layers <= i < n_layers:
+                raise ValueError(
+                    f"attention_layers index {i} out of range for the {stack} ({n_layers} "
+                    f"layers): a list applies to every stack, so each index must lie in "
+                    f"[-{n_layers}, {n_layers - 1}]"
+                )
 
 
 _COMMON_DOC = """
@@ -260,7 +277,7 @@ class LMConfig(_CommonConfig):
             raise TypeError(
                 f"tie_embeddings must be a bool for LMConfig, got {self.tie_embeddings!r}"
             )
-        self._validate_common({"attention": self.attention}, (self.n_layers,))
+        self._validate_common({"attention": self.attention}, {"model": self.n_layers})
 
 
 @dataclass
@@ -314,7 +331,8 @@ class Seq2SeqConfig(_CommonConfig):
             "decoder_attention": self.decoder_attention,
             "cross_attention": self.cross_attention,
         }
-        self._validate_common(kinds, (self.n_encoder_layers, self.n_decoder_layers))
+        stacks = {"encoder": self.n_encoder_layers, "decoder": self.n_decoder_layers}
+        self._validate_common(kinds, stacks)
 
 
 LMConfig.__doc__ = (LMConfig.__doc__ or "") + _COMMON_DOC

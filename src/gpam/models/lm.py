@@ -21,6 +21,7 @@ from .layers import (
     init_weights,
     positions_from_padding,
 )
+from .outputs import LMOutput
 
 
 class TransformerLM(nn.Module):
@@ -74,12 +75,13 @@ class TransformerLM(nn.Module):
         kv_caches: list[KVCache] | None = None,
         *,
         padding_mask: Tensor | None = None,
-    ) -> Tensor | tuple[Tensor, list[KVCache]]:
+    ) -> Tensor | LMOutput:
         """``input_ids`` ``(B, T)`` -> logits ``(B, T, V)``.
 
         With ``kv_caches`` (a list of per-layer ``KVCache``; an empty list or ``None`` entries
         start new ones) the tokens continue the cached sequence: positions start at the cache
-        length, and ``(logits, caches)`` is returned.
+        length, and an :class:`~gpam.models.LMOutput` ``(logits, caches)`` is returned (always,
+        whenever ``kv_caches`` is given; never otherwise).
 
         ``padding_mask`` (True = padding) hides padded keys, left or right padding alike: real
         tokens get positions counted from their row's first real token, so a padded row gives
@@ -115,7 +117,7 @@ class TransformerLM(nn.Module):
         if self.norm_f is not None:
             x = self.norm_f(x)
         logits = self.lm_head(x)
-        return (logits, caches) if caches is not None else logits
+        return logits if caches is None else LMOutput(logits, caches)
 
     @torch.no_grad()
     def generate(
@@ -131,11 +133,19 @@ class TransformerLM(nn.Module):
     ) -> Tensor:
         """Sample ``max_new_tokens`` tokens after the prompt ``input_ids`` ``(B, T)``.
 
-        ``temperature=0`` is greedy (argmax); ``top_k`` keeps the k most likely tokens. Decoding
-        uses key/value caches. Prompts of different lengths go in left-padded with
-        ``padding_mask`` ``(B, T)`` (True = padding). Returns ``(B, T + n)`` (the prompt followed
-        by the new tokens); with ``eos_id`` it stops once every row has produced ``eos_id``
-        (later tokens of finished rows are ``eos_id``).
+        ``temperature=0`` is greedy (argmax); ``top_k`` keeps the k most likely tokens. Prompts
+        of different lengths go in left-padded with ``padding_mask`` ``(B, T)`` (True =
+        padding). Returns ``(B, T + n)`` (the prompt followed by the new tokens); with
+        ``eos_id`` it stops once every row has produced ``eos_id`` (later tokens of finished
+        rows are ``eos_id``).
+
+        Sliding window: each token is predicted from the last ``config.max_len`` tokens at most
+        (the context the model is built and trained for), whatever the position encoding, so
+        prompt + new tokens may exceed ``max_len``. Decoding uses key/value caches while the
+        sequence fits; once it is longer, the window is re-run in full for every new token
+        (its positions restart at 0 and its first tokens no longer see the ones before, so no
+        cached key/value is valid any more): the result is that of running the model on the
+        last ``max_len`` tokens at every step.
         """
         _check_ids("input_ids", input_ids, self.config.vocab_size)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
@@ -150,11 +160,7 @@ class TransformerLM(nn.Module):
             _check_mask("padding_mask", padding_mask, tuple(input_ids.shape))
             if bool(padding_mask[:, -1].any()):
                 raise ValueError("padding_mask: prompts must be left-padded (last column real)")
-        total = input_ids.shape[1] + max_new_tokens
-        if self.config.positions == "learned" and total > self.config.max_len:
-            raise ValueError(
-                f"prompt length + max_new_tokens = {total} exceeds max_len={self.config.max_len}"
-            )
+        window = self.config.max_len
         was_training = self.training
         self.eval()
         try:
@@ -162,7 +168,9 @@ class TransformerLM(nn.Module):
             if max_new_tokens == 0:
                 return out
             mask = padding_mask
-            logits, caches = self(input_ids, kv_caches=[], padding_mask=mask)
+            logits, caches = self(
+                input_ids[:, -window:], kv_caches=[], padding_mask=_last(mask, window)
+            )
             done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
             for step in range(max_new_tokens):
                 nxt = sample_next(logits[:, -1, :], temperature, top_k, generator)
@@ -174,7 +182,10 @@ class TransformerLM(nn.Module):
                     break
                 if mask is not None:
                     mask = torch.cat([mask, mask.new_zeros(mask.shape[0], 1)], dim=1)
-                logits, caches = self(nxt[:, None], kv_caches=caches, padding_mask=mask)
+                if out.shape[1] <= window:
+                    logits, caches = self(nxt[:, None], kv_caches=caches, padding_mask=mask)
+                else:  # past the context: the window slid, so re-run it (see the docstring)
+                    logits = self(out[:, -window:], padding_mask=_last(mask, window))
             return out
         finally:
             self.train(was_training)
@@ -199,6 +210,11 @@ def sample_next(
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = F.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _last(mask: Tensor | None, n: int) -> Tensor | None:
+    """The last ``n`` columns of a padding mask (None stays None)."""
+    return None if mask is None else mask[:, -n:]
 
 
 def _check_ids(name: str, ids: Tensor, vocab: int) -> None:

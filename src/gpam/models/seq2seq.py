@@ -12,9 +12,7 @@ from . import beam
 from .config import Seq2SeqConfig
 from .layers import Positions, TransformerLayer, build_attention, cache_length, init_weights
 from .lm import _check_ids, _check_mask, _checked_caches
-
-#: per decoder layer: (self-attention cache, static cross-attention cache)
-DecoderCaches = list[tuple[KVCache, KVCache]]
+from .outputs import DecoderCaches, DecoderOutput
 
 
 class Seq2SeqTransformer(nn.Module):
@@ -102,12 +100,13 @@ class Seq2SeqTransformer(nn.Module):
         src_padding_mask: Tensor | None = None,
         tgt_padding_mask: Tensor | None = None,
         kv_caches: DecoderCaches | None = None,
-    ) -> Tensor | tuple[Tensor, DecoderCaches]:
+    ) -> Tensor | DecoderOutput:
         """Decoder input ids ``(B, T)`` + ``memory`` ``(B, S, d)`` -> logits ``(B, T, V_tgt)``.
 
         With ``kv_caches`` (from :meth:`new_caches`, or an empty list) the ids continue the cached
-        target prefix and ``(logits, caches)`` is returned; the cross-attention keys/values are
-        computed from ``memory`` on the first call and reused after (``memory`` may then be None).
+        target prefix and a :class:`~gpam.models.DecoderOutput` ``(logits, caches)`` is returned
+        (always, whenever ``kv_caches`` is given); the cross-attention keys/values are computed
+        from ``memory`` on the first call and reused after (``memory`` may then be None).
         """
         _check_ids("tgt_in_ids", tgt_in_ids, self.config.tgt_vocab_size)
         if tgt_padding_mask is not None:
@@ -141,7 +140,7 @@ class Seq2SeqTransformer(nn.Module):
         if self.dec_norm is not None:
             x = self.dec_norm(x)
         logits = self.out_proj(x)
-        return (logits, kv_caches) if kv_caches is not None else logits
+        return logits if kv_caches is None else DecoderOutput(logits, kv_caches)
 
     def forward(
         self,

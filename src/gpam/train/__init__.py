@@ -11,7 +11,7 @@ from gpam.train.evaluate import (
     translate,
 )
 from gpam.train.lm import LMDataOptions, train_lm
-from gpam.train.loop import TrainConfig, train_loop
+from gpam.train.loop import TrainConfig, Validation, train_loop
 from gpam.train.nmt import NMTDataOptions, train_nmt
 from gpam.train.params import parameter_groups
 from gpam.train.synthetic import SyntheticTrainTask
@@ -21,6 +21,7 @@ __all__ = [
     "NMTDataOptions",
     "SyntheticTrainTask",
     "TrainConfig",
+    "Validation",
     "evaluate_lm",
     "evaluate_nmt",
     "generate_text",

@@ -216,19 +216,16 @@ def generate_text(
     seed: int = 0,
     device: str = "cpu",
 ) -> list[str]:
-    """Samples continuing ``prompt`` from a language model (decoded text, prompt included)."""
+    """Samples continuing ``prompt`` from a language model (decoded text, prompt included).
+
+    Past the model's ``max_len`` each token is predicted from the last ``max_len`` tokens
+    (``TransformerLM.generate``'s sliding window)."""
     model, tok, _ = load_model(model_path, device, "lm")
     ids = tok.encode(prompt) if prompt else []
     if not ids:
         ids = [tok.encode("\n")[0] if tok.kind == "char" else tok.eos_id]
     x = torch.tensor([ids] * num_samples, device=device)
     g = torch.Generator(device=device).manual_seed(seed)
-    room = model.config.max_len - x.shape[1]
-    if model.config.positions == "learned" and max_new_tokens > room:
-        raise ValueError(
-            f"max_new_tokens={max_new_tokens}: at most {room} fit in the model's "
-            f"max_len {model.config.max_len} after the prompt"
-        )
     out = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, generator=g)
     return [_decode_all(tok, row) for row in out.tolist()]
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from gpam.data.lm import LMDataOptions, LMStream, eval_windows, prepare_lm_corpus
 from gpam.train.checkpoint import resume_tokenizer
 from gpam.train.distributed import DistInfo, cleanup, setup_distributed
-from gpam.train.loop import TrainConfig, mean_nll, nats_to_ppl, train_loop
+from gpam.train.loop import TrainConfig, Validation, mean_nll, nats_to_ppl, train_loop
 from gpam.train.report import finish_run, params_line
 
 
@@ -58,7 +58,7 @@ class LMTask:
             logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1)
         ), y.numel()
 
-    def validate(self, model: nn.Module) -> dict[str, float]:
+    def validate(self, model: nn.Module) -> Validation:
         loss = lm_loss(
             model,
             self.val_ids,
@@ -67,7 +67,7 @@ class LMTask:
             self.device,
             self.d.max_eval_tokens,
         )
-        return {"loss": loss, "perplexity": nats_to_ppl(loss)}
+        return Validation(loss, {"perplexity": nats_to_ppl(loss)})
 
 
 @torch.no_grad()

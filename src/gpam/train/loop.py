@@ -24,7 +24,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -115,6 +115,15 @@ class TrainConfig:
         return {k: getattr(self, k) for k in SCHEDULE_FIELDS}
 
 
+@dataclass(frozen=True)
+class Validation:
+    """What :meth:`Task.validate` returns: the mean validation ``loss`` (nats per token) and
+    any other ``metrics`` by name (logged as ``val_<name>``)."""
+
+    loss: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
 class Task(Protocol):
     """What the engine needs from a task (LM, NMT, synthetic, Hugging Face LM)."""
 
@@ -124,9 +133,8 @@ class Task(Protocol):
     def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, int]:
         """Mean training loss of a batch and its number of target tokens."""
 
-    def validate(self, model: nn.Module) -> float | dict[str, float]:
-        """Mean validation loss (nats per token), or a dict with ``loss`` and other metrics
-        (logged as ``val_<name>``)."""
+    def validate(self, model: nn.Module) -> Validation:
+        """The validation loss and metrics of ``model``."""
 
 
 class BudgetClock:
@@ -182,12 +190,12 @@ def _check_schedule(saved: dict[str, Any] | None, cfg: TrainConfig) -> None:
         )
 
 
-def _split_val(val: float | dict[str, float]) -> tuple[float, dict[str, float]]:
-    if isinstance(val, dict):
-        if "loss" not in val:
-            raise ValueError("Task.validate must return a float or a dict with a 'loss' key")
-        return float(val["loss"]), {f"val_{k}": float(v) for k, v in val.items() if k != "loss"}
-    return float(val), {}
+def _split_val(val: Validation) -> tuple[float, dict[str, float]]:
+    if not isinstance(val, Validation):
+        raise TypeError(
+            f"Task.validate must return a gpam.train.Validation, got {type(val).__name__}"
+        )
+    return float(val.loss), {f"val_{k}": float(v) for k, v in val.metrics.items()}
 
 
 def train_loop(

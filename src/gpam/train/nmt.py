@@ -18,7 +18,7 @@ from gpam.data.tokenizer import PAD_ID, train_tokenizer
 from gpam.train.checkpoint import resume_tokenizer
 from gpam.train.distributed import DistInfo, cleanup, setup_distributed
 from gpam.train.lm import seed_everything
-from gpam.train.loop import TrainConfig, mean_nll, nats_to_ppl, train_loop
+from gpam.train.loop import TrainConfig, Validation, mean_nll, nats_to_ppl, train_loop
 from gpam.train.report import finish_run, params_line
 
 
@@ -117,7 +117,7 @@ class NMTTask:
         return loss, int((b["tgt_out"] != PAD_ID).sum())
 
     @torch.no_grad()
-    def validate(self, model: nn.Module) -> dict[str, float]:
+    def validate(self, model: nn.Module) -> Validation:
         model.eval()
 
         def batches():
@@ -127,7 +127,7 @@ class NMTTask:
                 yield model(src, tgt, b["src_padding_mask"], b["tgt_padding_mask"]), b["tgt_out"]
 
         loss = mean_nll(batches(), ignore_index=PAD_ID)
-        return {"loss": loss, "perplexity": nats_to_ppl(loss)}
+        return Validation(loss, {"perplexity": nats_to_ppl(loss)})
 
 
 def train_nmt(

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gpam.data.synthetic import SyntheticBatch
+from gpam.train.loop import Validation
 
 VAL_SEED = 1_000_003  # validation batches use seeds VAL_SEED + i, whatever the run's seed
 
@@ -99,5 +100,6 @@ class SyntheticTrainTask:
     def loss(self, model: nn.Module, batch: SyntheticBatch) -> tuple[Tensor, int]:
         return masked_loss(model, batch), int(batch.loss_mask.sum())
 
-    def validate(self, model: nn.Module) -> dict[str, float]:
-        return evaluate_batches(model, self.task.metric, self.val)
+    def validate(self, model: nn.Module) -> Validation:
+        res = evaluate_batches(model, self.task.metric, self.val)
+        return Validation(res.pop("loss"), res)
