@@ -10,8 +10,10 @@ from gpam.cli._common import (
     add_out,
     add_skip_bad_lines,
     add_subcommands,
+    add_threads,
     default_out,
     positive_int,
+    set_threads,
 )
 
 
@@ -36,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--last-fraction",
         type=float,
         default=None,
-        help="evaluate only the last FRACTION of the file (e.g. 0.1)",
+        help="evaluate only the last FRACTION of the file, e.g. 0.1 (default: all of it)",
     )
     lm.add_argument(
         "--seq-len",
@@ -46,10 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     lm.add_argument("--batch-size", type=positive_int, default=16, help="windows per batch")
     lm.add_argument(
-        "--max-tokens", type=positive_int, default=None, help="evaluate at most this many tokens"
+        "--max-tokens",
+        type=positive_int,
+        default=None,
+        help="evaluate at most this many tokens (default: all)",
     )
     add_skip_bad_lines(lm)
     add_device(lm)
+    add_threads(lm)
     add_out(lm)
     lm.set_defaults(func=_run_lm)
 
@@ -64,10 +70,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     nmt.add_argument("--ref", required=True, help="reference translations, line-aligned")
     add_beam(nmt)
     nmt.add_argument(
-        "--limit", type=positive_int, default=None, help="score only the first N sentences"
+        "--limit",
+        type=positive_int,
+        default=None,
+        help="score only the first N sentences (default: all)",
     )
     add_skip_bad_lines(nmt)
     add_device(nmt)
+    add_threads(nmt)
     add_out(nmt)
     nmt.set_defaults(func=_run_nmt)
 
@@ -104,6 +114,7 @@ def _run_lm(a: argparse.Namespace) -> int:
     from gpam.train.evaluate import run_eval_lm
 
     out = a.out or default_out("gpam-eval-lm")
+    set_threads(a.threads)
     res = run_eval_lm(
         a.model,
         a.text,
@@ -127,6 +138,7 @@ def _run_nmt(a: argparse.Namespace) -> int:
     from gpam.train.evaluate import run_eval_nmt
 
     out = a.out or default_out("gpam-eval-nmt")
+    set_threads(a.threads)
     res = run_eval_nmt(
         a.model,
         a.src,

@@ -8,13 +8,15 @@ import sys
 from collections.abc import Sequence
 
 from gpam.cli import analyze, bench, compare, demo, evaluate, generate, train
+from gpam.cli._common import Parser
 
 COMMANDS = (demo, analyze, train, evaluate, generate, compare, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full ``gpam`` argument parser with every sub-command registered."""
-    parser = argparse.ArgumentParser(
+    """The full ``gpam`` argument parser with every sub-command registered (no torch import:
+    the commands import the library only when they run)."""
+    parser = Parser(
         prog="gpam",
         description="Generalized probabilistic attention (daGPAM): analyses, training, "
         "evaluation, comparisons and benchmarks.",
