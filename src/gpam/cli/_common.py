@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -158,6 +159,8 @@ def refuse_used_out(out: Path, resume: bool, overwrite: bool) -> None:
     """ValueError if ``out`` already holds files and neither ``--resume`` nor ``--overwrite``
     was given (a rerun would silently replace the earlier run)."""
     if resume or overwrite or not out.is_dir() or not any(out.iterdir()):
+        return
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 checks (and may have begun writing)
         return
     raise ValueError(
         f"--out {out} already holds a run; pass --resume to continue it, --overwrite to "

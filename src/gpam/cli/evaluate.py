@@ -110,6 +110,13 @@ def beam_options(a: argparse.Namespace) -> dict[str, object]:
     return {k: getattr(a, k) for k in ("beam_size", "length_penalty", "max_len", "batch_size")}
 
 
+def _print_skipped(res: dict, skip_bad_lines: bool) -> None:
+    """With --skip-bad-lines, say how many lines it skipped."""
+    read = res.get("read") or {}
+    if skip_bad_lines and "bad_utf8_skipped" in read:
+        print(f"skipped {read['bad_utf8_skipped']} non-UTF-8 line(s) (--skip-bad-lines)")
+
+
 def _run_lm(a: argparse.Namespace) -> int:
     from gpam.train.evaluate import run_eval_lm
 
@@ -126,6 +133,7 @@ def _run_lm(a: argparse.Namespace) -> int:
         device=a.device,
         skip_bad=a.skip_bad_lines,
     )
+    _print_skipped(res, a.skip_bad_lines)
     bpc = f", {res['bits_per_char']:.4f} bits/char" if "bits_per_char" in res else ""
     print(
         f"loss {res['loss']:.4f} nats/token, perplexity {res['perplexity']:.3f}{bpc} "
@@ -149,6 +157,7 @@ def _run_nmt(a: argparse.Namespace) -> int:
         device=a.device,
         skip_bad=a.skip_bad_lines,
     )
+    _print_skipped(res, a.skip_bad_lines)
     print(
         f"BLEU {res['bleu']:.2f}, chrF {res['chrf']:.2f} on {res['sentences']} sentences; "
         f"wrote {out}"

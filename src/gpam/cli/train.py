@@ -267,7 +267,7 @@ def _run_lm(a: argparse.Namespace) -> int:
     refuse_used_out(out, a.resume, a.overwrite)
     set_threads(a.threads)
     res = train_lm(d, kw, _train_config(a), out, device=a.device, resume=a.resume, quiet=a.quiet)
-    _print_done(res, out)
+    _print_done(res, out, a.skip_bad_lines)
     return 0
 
 
@@ -297,7 +297,7 @@ def _run_nmt(a: argparse.Namespace) -> int:
         quiet=a.quiet,
         label_smoothing=a.label_smoothing,
     )
-    _print_done(res, out)
+    _print_done(res, out, a.skip_bad_lines)
     return 0
 
 
@@ -371,7 +371,10 @@ def _run_hf_finetune(a: argparse.Namespace) -> int:
     return 0
 
 
-def _print_done(res: dict, out) -> None:
+def _print_done(res: dict, out, skip_bad_lines: bool) -> None:
+    if skip_bad_lines:  # say what --skip-bad-lines skipped
+        for note in res.get("data_notes", []):
+            print(f"data: {note}")
     v = res.get("final_val_loss")
     extra = f", {res['final_val_bpc']:.4f} bits/char" if "final_val_bpc" in res else ""
     vs = f"{v:.4f}" if v is not None else "n/a"
