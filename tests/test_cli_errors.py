@@ -142,6 +142,16 @@ def test_train_refuses_a_used_out_without_resume(task, tmp_path, monkeypatch, ca
     (out / "train.json").write_text("{}")
     assert main(base) == 2
     _one_line_error(capsys, f"--out {out} already holds a run", "--resume", "--overwrite")
-    assert main([*base, "--resume"]) == 0
-    assert main([*base, "--overwrite"]) == 0
+    assert main([*base, "--resume"]) == 0 and (out / "train.json").exists()
+    (out / "checkpoints").mkdir()  # an earlier run's checkpoint must not outlive --overwrite
+    assert main([*base, "--overwrite"]) == 0 and not out.exists()
     assert seen == [False, False, True, False]
+
+
+def test_overwrite_removes_only_a_gpam_run(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert main(["train", "lm", "--out", str(out), "--overwrite"]) == 2
+    _one_line_error(capsys, "--overwrite replaces a gpam run folder", str(out))
+    assert (out / "notes.txt").read_text() == "keep me"

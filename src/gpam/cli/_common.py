@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -95,8 +96,8 @@ def add_threads(
         type=positive_int,
         default=default,
         help="CPU threads for torch; on a shared or busy machine use 1 (or cores / processes): "
-        "extra threads spin-wait and can make small models many times slower (measured 5.7 vs "
-        f"212 ms/step, docs/benchmarks.md) (default: {shown})",
+        "threads without a free core make small models many times slower (40 vs 253 ms/step "
+        f"measured, docs/benchmarks.md) (default: {shown})",
     )
 
 
@@ -155,17 +156,29 @@ def add_tokenizer(parser: argparse.ArgumentParser | argparse._ArgumentGroup, def
     add_alias(parser, action, "--level")
 
 
-def refuse_used_out(out: Path, resume: bool, overwrite: bool) -> None:
-    """ValueError if ``out`` already holds files and neither ``--resume`` nor ``--overwrite``
-    was given (a rerun would silently replace the earlier run)."""
-    if resume or overwrite or not out.is_dir() or not any(out.iterdir()):
+#: what marks a folder as a gpam run (train, fine-tune): ``--overwrite`` removes only such folders
+RUN_MARKERS = ("train.json", "metrics.json", "checkpoints", "log.jsonl")
+
+
+def claim_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """Make ``out`` ready for a new run: refuse (ValueError) a folder that already holds files
+    unless ``--resume`` (continue it) or ``--overwrite`` (remove the earlier run first, only if
+    the folder is a gpam run) was given, so a rerun never mixes with or silently replaces one."""
+    if resume or not out.is_dir() or not any(out.iterdir()):
         return
-    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 checks (and may have begun writing)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 decides (and may be writing)
         return
-    raise ValueError(
-        f"--out {out} already holds a run; pass --resume to continue it, --overwrite to "
-        "replace it, or choose another --out"
-    )
+    if not overwrite:
+        raise ValueError(
+            f"--out {out} already holds a run; pass --resume to continue it, --overwrite to "
+            "replace it, or choose another --out"
+        )
+    if not any((out / m).exists() for m in RUN_MARKERS):
+        raise ValueError(
+            f"--overwrite replaces a gpam run folder, but {out} holds other files (no "
+            f"{', '.join(RUN_MARKERS)}); choose another --out"
+        )
+    shutil.rmtree(out)
 
 
 def add_subcommands(

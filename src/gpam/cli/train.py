@@ -16,9 +16,9 @@ from gpam.cli._common import (
     add_subcommands,
     add_threads,
     add_tokenizer,
+    claim_out,
     default_out,
     positive_int,
-    refuse_used_out,
     set_threads,
 )
 
@@ -98,7 +98,8 @@ def _add_train(p: argparse.ArgumentParser, nmt: bool) -> None:
     g.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace the run already in --out (without it, or --resume, a used --out is refused)",
+        help="remove the gpam run already in --out first (without it or --resume a used --out "
+        "is refused)",
     )
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     add_seed(g)
@@ -264,7 +265,7 @@ def _run_lm(a: argparse.Namespace) -> int:
     d = dataclass_from(LMDataOptions, a, skip_bad=a.skip_bad_lines)
     kw = {**_model_kwargs(a), "attention": a.attention, "n_layers": a.n_layers}
     out = a.out or default_out("gpam-train-lm")
-    refuse_used_out(out, a.resume, a.overwrite)
+    claim_out(out, a.resume, a.overwrite)
     set_threads(a.threads)
     res = train_lm(d, kw, _train_config(a), out, device=a.device, resume=a.resume, quiet=a.quiet)
     _print_done(res, out, a.skip_bad_lines)
@@ -285,7 +286,7 @@ def _run_nmt(a: argparse.Namespace) -> int:
         "n_decoder_layers": a.n_layers,
     }
     out = a.out or default_out("gpam-train-nmt")
-    refuse_used_out(out, a.resume, a.overwrite)
+    claim_out(out, a.resume, a.overwrite)
     set_threads(a.threads)
     res = train_nmt(
         d,
@@ -335,7 +336,7 @@ def _run_hf_finetune(a: argparse.Namespace) -> int:
     from gpam.hf import finetune_text
 
     out = a.out or default_out("gpam-finetune")
-    refuse_used_out(out, False, a.overwrite)
+    claim_out(out, False, a.overwrite)
     set_threads(a.threads)
     # eval windows of batch_size x seq_len tokens, up to --max-eval-tokens
     eval_batches = max(1, -(-a.max_eval_tokens // (a.batch_size * a.seq_len)))
