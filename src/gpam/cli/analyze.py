@@ -31,7 +31,9 @@ def _values(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
     return {n: getattr(args, _RENAMED.get(n, n)) for n in names}
 
 
-def _add_shape(p: argparse.ArgumentParser, width: int, heads: int, batch: int, batch_help: str):
+def _add_shape(
+    p: argparse.ArgumentParser, width: int, heads: int, batch: int, batch_help: str
+) -> None:
     """``--d-model`` (alias ``--width``), ``--heads``, ``--batch-size`` (alias ``--batch``)."""
     a = p.add_argument("--d-model", type=positive_int, default=width, help="model width d")
     add_alias(p, a, "--width")
