@@ -72,7 +72,9 @@ def test_bad_options_exit_2(argv, needle, capsys):
 def test_bad_values_give_one_line_error(argv, needle, tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("gpam analyze: error:") and needle in err[0]
+    assert (
+        len(err) == 1 and err[0].startswith(f"gpam analyze {argv[1]}: error:") and needle in err[0]
+    )
     assert not (tmp_path / "x").exists()
 
 

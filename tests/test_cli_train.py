@@ -205,12 +205,12 @@ def test_one_line_errors(tmp_path, capsys):
     ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("gpam train: error: sentence-pair files are not aligned")
+    assert err.startswith("gpam train nmt: error: sentence-pair files are not aligned")
     assert "\n" not in err
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"hello\nwor\xffld\n" * 50)
     assert main(["train", "lm", "--train", str(bad), "--out", str(tmp_path / "o2"), *TINY]) == 2
-    assert "line 2: not valid UTF-8" in capsys.readouterr().err
+    assert "not valid UTF-8 (the first: line 2," in capsys.readouterr().err
     assert main(["train", "lm", "--out", str(tmp_path / "o3"), *TINY]) == 2
     assert "--train FILE" in capsys.readouterr().err
     assert main(["eval", "lm", "--model", str(tmp_path / "none"), "--text", str(a)]) == 2

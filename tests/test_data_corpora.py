@@ -26,7 +26,9 @@ def test_read_lines_gzip_and_counted_skips(tmp_path):
 def test_non_utf8_is_a_clear_error_or_a_counted_skip(tmp_path):
     p = tmp_path / "bad.txt"
     p.write_bytes(b"fine\nbad \xff\xfe here\nalso fine\n")
-    with pytest.raises(ValueError, match=r"bad.txt, line 2: not valid UTF-8"):
+    with pytest.raises(
+        ValueError, match=r"bad.txt: 1 line is not valid UTF-8 \(the first: line 2,"
+    ):
         read_lines(p)
     lines, st = read_lines(p, skip_bad=True)
     assert lines == ["fine", "also fine"] and st.bad_utf8_skipped == 1

@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gpam._names import ARCHITECTURES
 from gpam.functional import VARIANTS
-
-ARCHITECTURES = ("attention", "attention_norm", "attention_skip", "preln")
 
 
 @dataclass(frozen=True)

@@ -4,35 +4,60 @@ from __future__ import annotations
 
 import argparse
 
-from gpam.analysis.stacks import ARCHITECTURES
+from gpam._names import ARCHITECTURES, NEG_INITS, NEG_QUERIES
 from gpam.cli._common import (
+    add_alias,
     add_out,
     add_seed,
+    add_threads,
     comma_floats,
     comma_list,
     default_out,
     non_negative_float,
+    positive_float,
     positive_int,
+    variant_names,
 )
-from gpam.functional import VARIANTS
-from gpam.nn.multihead import NEG_INITS, NEG_QUERIES
 
 STACK_ARCHITECTURES = ("attention", "attention_skip", "preln")  # rank-collapse's default
+#: the analyses' keyword arguments -> the option dests that hold them (``--d-model`` is the
+#: width, ``--heads`` the heads ... as in every other command)
+_RENAMED = {"width": "d_model", "heads": "n_heads", "layers": "n_layers", "batch": "batch_size",
+            "vocab": "vocab_size"}  # fmt: skip
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
-    return value
+def _values(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
+    """``{name: value}`` of the analysis keyword arguments ``names`` from the parsed options."""
+    return {n: getattr(args, _RENAMED.get(n, n)) for n in names}
 
 
-def _add_threads(p: argparse.ArgumentParser) -> None:
+def _add_shape(
+    p: argparse.ArgumentParser, width: int, heads: int, batch: int, batch_help: str
+) -> None:
+    """``--d-model`` (alias ``--width``), ``--heads``, ``--batch-size`` (alias ``--batch``)."""
+    a = p.add_argument("--d-model", type=positive_int, default=width, help="model width d")
+    add_alias(p, a, "--width")
+    a = p.add_argument(
+        "--heads", dest="n_heads", metavar="HEADS", type=positive_int, default=heads, help="heads"
+    )
+    add_alias(p, a, "--n-heads")
+    a = p.add_argument("--batch-size", type=positive_int, default=batch, help=batch_help)
+    add_alias(p, a, "--batch")
+
+
+def _add_variants(p: argparse.ArgumentParser) -> None:
+    """``--variants`` (default: every variant) and ``--lam-neg``."""
     p.add_argument(
-        "--threads",
-        type=positive_int,
-        default=1,
-        help="torch CPU threads; the work is many tiny products, fastest on one (default: 1)",
+        "--variants",
+        type=comma_list,
+        default=list(variant_names()),
+        help="comma-separated variants from gpam.VARIANTS",
+    )
+    p.add_argument(
+        "--lam-neg",
+        type=comma_floats,
+        default=[0.5, 1.0, 2.0],
+        help="daGPAM lam_neg values, affine form",
     )
 
 
@@ -54,22 +79,14 @@ def _add_neg_query(p: argparse.ArgumentParser) -> None:
 
 
 def _add_stack_options(p: argparse.ArgumentParser, trials: int = 8, batch: int = 4) -> None:
-    p.add_argument("--depth", type=positive_int, default=12, help="layers per stack (default: 12)")
-    p.add_argument("--length", type=positive_int, default=32, help="tokens per input (default: 32)")
-    p.add_argument("--width", type=positive_int, default=64, help="model width d (default: 64)")
-    p.add_argument("--heads", type=positive_int, default=4, help="attention heads (default: 4)")
+    p.add_argument("--depth", type=positive_int, default=12, help="layers per stack")
+    p.add_argument("--length", type=positive_int, default=32, help="tokens per input")
+    _add_shape(p, 64, 4, batch, "inputs per trial, averaged")
     p.add_argument(
         "--trials",
         type=positive_int,
         default=trials,
-        help="independent draws of weights and inputs; mean and std are over these "
-        f"(default: {trials})",
-    )
-    p.add_argument(
-        "--batch",
-        type=positive_int,
-        default=batch,
-        help=f"inputs per trial, averaged (default: {batch})",
+        help="independent draws of weights and inputs; mean and std are over these",
     )
     p.add_argument(
         "--dtype",
@@ -79,12 +96,12 @@ def _add_stack_options(p: argparse.ArgumentParser, trials: int = 8, batch: int =
     )
     p.add_argument(
         "--input-scale",
-        type=_positive_float,
+        type=positive_float,
         default=1.0,
-        help="standard deviation of the random input tokens (default: 1)",
+        help="standard deviation of the random input tokens",
     )
     add_seed(p)
-    _add_threads(p)
+    add_threads(p, default=1)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -104,18 +121,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "relative residual ||X - 1 x^T|| / ||X|| (Frobenius and Dong et al.'s composite norm) "
         "after each layer, mean and std over trials.",
     )
-    rc.add_argument(
-        "--variants",
-        type=comma_list,
-        default=list(VARIANTS),
-        help=f"comma-separated variants (default: {','.join(VARIANTS)})",
-    )
-    rc.add_argument(
-        "--lam-neg",
-        type=comma_floats,
-        default=[0.5, 1.0, 2.0],
-        help="daGPAM lam_neg values, affine form (default: 0.5,1,2)",
-    )
+    _add_variants(rc)
     rc.add_argument(
         "--architectures",
         type=comma_list,
@@ -127,7 +133,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--checkpoint",
         default=None,
         help="folder of a trained model (gpam.models.save_pretrained): measure its own layers "
-        "as pure-attention, skip and full-block stacks instead of freshly initialised ones",
+        "as pure-attention, skip and full-block stacks instead of freshly initialised ones "
+        "(default: fresh stacks)",
     )
     _add_neg_query(rc)
     _add_stack_options(rc)
@@ -177,46 +184,33 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and the layer input, attention entropy, largest weight per row, the measured residual "
         "shrink and (softmax) Dong et al.'s single-layer bound.",
     )
-    gr.add_argument(
-        "--variants",
-        type=comma_list,
-        default=list(VARIANTS),
-        help=f"comma-separated variants (default: {','.join(VARIANTS)})",
+    _add_variants(gr)
+    gr.add_argument("--steps", type=positive_int, default=150, help="training steps")
+    gr.add_argument("--n-tokens", type=positive_int, default=8, help="symbols to copy")
+    a = gr.add_argument("--vocab-size", type=positive_int, default=16, help="vocabulary size")
+    add_alias(gr, a, "--vocab")
+    _add_shape(gr, 64, 4, 32, "batch size")
+    a = gr.add_argument(
+        "--layers", dest="n_layers", metavar="LAYERS", type=positive_int, default=3, help="blocks"
     )
-    gr.add_argument(
-        "--lam-neg",
-        type=comma_floats,
-        default=[0.5, 1.0, 2.0],
-        help="daGPAM lam_neg values, affine form (default: 0.5,1,2)",
-    )
-    gr.add_argument("--steps", type=positive_int, default=150, help="training steps (default: 150)")
-    gr.add_argument("--batch", type=positive_int, default=32, help="batch size (default: 32)")
-    gr.add_argument("--n-tokens", type=positive_int, default=8, help="symbols to copy (default: 8)")
-    gr.add_argument("--vocab", type=positive_int, default=16, help="vocabulary size (default: 16)")
-    gr.add_argument("--width", type=positive_int, default=64, help="model width (default: 64)")
-    gr.add_argument("--heads", type=positive_int, default=4, help="attention heads (default: 4)")
-    gr.add_argument("--layers", type=positive_int, default=3, help="blocks (default: 3)")
-    gr.add_argument("--lr", type=_positive_float, default=3e-3, help="AdamW learning rate")
-    gr.add_argument(
-        "--record-every", type=positive_int, default=1, help="record every N steps (default: 1)"
-    )
+    add_alias(gr, a, "--n-layers")
+    gr.add_argument("--lr", type=positive_float, default=3e-3, help="AdamW learning rate")
+    gr.add_argument("--record-every", type=positive_int, default=1, help="record every N steps")
     gr.add_argument(
         "--gamma",
-        type=_positive_float,
+        type=positive_float,
         default=1.0,
-        help="gamma in Dong et al.'s bound; its exact definition is unconfirmed (default: 1)",
+        help="gamma in Dong et al.'s bound; its exact definition is unconfirmed",
     )
     _add_neg_query(gr)
     add_seed(gr)
-    _add_threads(gr)
+    add_threads(gr, default=1)
     add_out(gr)
     gr.set_defaults(func=_gradients)
     _register_phase(asub)
 
 
 def _register_phase(asub: argparse._SubParsersAction) -> None:
-    from gpam.analysis.phase import default_neg_queries, default_qk_gains
-
     ph = asub.add_parser(
         "phase",
         help="rank collapse vs a saturating map across the logit scale (the paper's dilemma)",
@@ -225,24 +219,13 @@ def _register_phase(asub: argparse._SubParsersAction) -> None:
         "1's region quantity, and per setting the critical gain (smallest qk gain whose final "
         "residual is >= the threshold). With --checkpoint: a trained model's own layers.",
     )
-    ph.add_argument(
-        "--variants",
-        type=comma_list,
-        default=list(VARIANTS),
-        help=f"comma-separated variants (default: {','.join(VARIANTS)})",
-    )
-    ph.add_argument(
-        "--lam-neg",
-        type=comma_floats,
-        default=[0.5, 1.0, 2.0],
-        help="daGPAM lam_neg values, affine form (default: 0.5,1,2)",
-    )
+    _add_variants(ph)
     ph.add_argument(
         "--neg-query",
         type=comma_list,
-        default=default_neg_queries(),
+        default=None,
         help=f"comma-separated daGPAM negative queries from {','.join(NEG_QUERIES)} "
-        f"(default: {','.join(default_neg_queries())})",
+        "(default: linear,negate,relu_linear, those of them the layer has)",
     )
     ph.add_argument(
         "--neg-init",
@@ -261,7 +244,7 @@ def _register_phase(asub: argparse._SubParsersAction) -> None:
     ph.add_argument(
         "--qk-gains",
         type=comma_floats,
-        default=default_qk_gains(),
+        default=None,
         help="increasing gains multiplying W_Q, W_K and a separate negative-query projection "
         "(default: 2^(k/2) from 0.5 to 16)",
     )
@@ -273,15 +256,15 @@ def _register_phase(asub: argparse._SubParsersAction) -> None:
     )
     ph.add_argument(
         "--threshold",
-        type=_positive_float,
+        type=positive_float,
         default=0.5,
-        help="final residual that counts as out of collapse, in (0, 1) (default: 0.5)",
+        help="final residual that counts as out of collapse, in (0, 1)",
     )
     ph.add_argument(
         "--gamma",
-        type=_positive_float,
+        type=positive_float,
         default=1.0,
-        help="gamma in Lemma 1's region quantity; its exact value is an assumption (default: 1)",
+        help="gamma in Lemma 1's region quantity; its exact value is an assumption",
     )
     ph.add_argument(
         "--checkpoint",
@@ -289,7 +272,7 @@ def _register_phase(asub: argparse._SubParsersAction) -> None:
         help="folder of a trained model (gpam compare --save-models, gpam train): measure its "
         "own layers (logit scale vs the same model re-initialised, Jacobian, region quantity, "
         "residual of its attention layers as an --architectures stack: attention_norm or "
-        "attention) instead of the gain grid",
+        "attention) instead of the gain grid (default: the gain grid)",
     )
     _add_stack_options(ph, trials=3, batch=2)
     add_out(ph)
@@ -302,8 +285,7 @@ def _neg_kwargs(args: argparse.Namespace) -> dict:
 
 def _stack_kwargs(args: argparse.Namespace) -> dict:
     names = ("depth", "length", "width", "heads", "trials", "batch", "dtype", "input_scale", "seed")
-    names += ("threads",)
-    return {n: getattr(args, n) for n in names}
+    return _values(args, (*names, "threads"))
 
 
 def _rank_collapse(args: argparse.Namespace) -> int:
@@ -346,7 +328,7 @@ def _gradients(args: argparse.Namespace) -> int:
     out = args.out or default_out("gpam-gradients")
     names = ("variants", "lam_neg", "steps", "batch", "n_tokens", "vocab", "width", "heads")
     names += ("layers", "lr", "record_every", "gamma", "seed", "threads")
-    run_gradients(out, **_neg_kwargs(args), **{n: getattr(args, n) for n in names})
+    run_gradients(out, **_neg_kwargs(args), **_values(args, names))
     print(f"wrote {out}/gradients.json, plots and report.md")
     return 0
 
@@ -364,18 +346,20 @@ def _phase(args: argparse.Namespace) -> int:
             out,
             checkpoint=args.checkpoint,
             architecture=args.architectures[0],
-            **{n: getattr(args, n) for n in names},
+            **_values(args, names),
         )
         print(f"wrote {out}/phase_checkpoint.json and report.md")
         return 0
+    from gpam.analysis.phase import default_neg_queries, default_qk_gains
+
     run_phase(
         out,
         variants=args.variants,
         lam_neg=args.lam_neg,
-        neg_query=args.neg_query,
+        neg_query=args.neg_query or default_neg_queries(),
         neg_init=args.neg_init or [None],
         architectures=args.architectures,
-        qk_gains=args.qk_gains,
+        qk_gains=args.qk_gains or default_qk_gains(),
         vo_gains=args.vo_gains,
         threshold=args.threshold,
         gamma=args.gamma,

@@ -6,7 +6,17 @@ import argparse
 import shlex
 import sys
 
-from gpam.cli._common import add_device, add_out, add_seed, comma_ints, comma_list, default_out
+from gpam.cli._common import (
+    add_alias,
+    add_device,
+    add_out,
+    add_seed,
+    add_threads,
+    comma_ints,
+    comma_list,
+    default_out,
+    positive_int,
+)
 
 
 def _causal(text: str) -> list[bool]:
@@ -26,17 +36,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "baseline of every ratio, timed in the same interleaved loop); optionally LM training "
         "tokens/s and NMT decoding sentences/s. Writes bench.json, report.md and PNG plots.",
     )
-    from gpam.bench.methods import all_methods
-
     p.add_argument(
         "--lengths",
         type=comma_ints,
         default=[256, 512, 1024, 2048],
         help="sequence lengths timed (default: 256,512,1024,2048; up to 8192)",
     )
-    p.add_argument("--batch", type=int, default=2, help="batch size for timing (default: 2)")
-    p.add_argument("--heads", type=int, default=8, help="heads for timing (default: 8)")
-    p.add_argument("--head-dim", type=int, default=64, help="head dimension (default: 64)")
+    a = p.add_argument("--batch-size", type=positive_int, default=2, help="batch size for timing")
+    add_alias(p, a, "--batch")
+    a = p.add_argument(
+        "--heads", dest="n_heads", metavar="HEADS", type=positive_int, default=8, help="heads"
+    )
+    add_alias(p, a, "--n-heads")
+    p.add_argument("--head-dim", type=positive_int, default=64, help="head dimension")
     p.add_argument(
         "--dtypes",
         type=comma_list,
@@ -55,8 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--methods",
         type=comma_list,
-        default=list(all_methods()),
-        help=f"methods to measure, sdpa required (default: {','.join(all_methods())})",
+        default=None,
+        help="methods to measure, sdpa required (default: sdpa, every variant of gpam.VARIANTS, "
+        "then dagpam_token, dagpam_naive, dagpam_1call and dagpam_fused)",
     )
     p.add_argument("--repeats", type=int, default=5, help="timed rounds, median (default: 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default: 1)")
@@ -94,7 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="wall: elapsed time; cpu: this process's CPU time, robust on a shared "
         "machine (use with --threads 1) (default: wall)",
     )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    add_threads(p)
     add_device(p)
     add_seed(p)
     add_out(p)
@@ -104,18 +117,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from gpam.bench import run_bench
+    from gpam.bench.methods import all_methods
 
     out = args.out or default_out("gpam-bench")
     paths = run_bench(
         out,
         lengths=[] if args.no_time else args.lengths,
-        batch=args.batch,
-        heads=args.heads,
+        batch=args.batch_size,
+        heads=args.n_heads,
         head_dim=args.head_dim,
         dtypes=args.dtypes,
         causal=args.causal,
         passes=args.passes,
-        methods=args.methods,
+        methods=args.methods or list(all_methods()),
         repeats=args.repeats,
         warmup=args.warmup,
         lam=args.lam_neg,

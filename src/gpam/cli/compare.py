@@ -9,8 +9,11 @@ from gpam.cli._common import (
     add_budget,
     add_dagpam_options,
     add_device,
+    add_model_shape,
     add_out,
     add_subcommands,
+    add_threads,
+    add_tokenizer,
     comma_floats,
     comma_ints,
     comma_list,
@@ -49,7 +52,7 @@ def _add_grid(p: argparse.ArgumentParser, kind: str, steps: int) -> None:
         "dagpam-head=dagpam+lambda_mode=head",
     )
     g.add_argument(
-        "--seeds", type=comma_ints, default=[0, 1, 2], help="seeds, paired across variants (0,1,2)"
+        "--seeds", type=comma_ints, default=[0, 1, 2], help="seeds, paired across variants"
     )
     g.add_argument(
         "--lam-neg",
@@ -65,52 +68,50 @@ def _add_grid(p: argparse.ArgumentParser, kind: str, steps: int) -> None:
     )
     add_dagpam_options(g)
     b = p.add_argument_group("budget (equal for every run)")
-    b.add_argument(
-        "--steps", type=positive_int, default=steps, help=f"training steps per run ({steps})"
-    )
+    b.add_argument("--steps", type=positive_int, default=steps, help="training steps per run")
     add_budget(b)
     if kind == "nmt":
         b.add_argument(
             "--max-tokens",
             type=positive_int,
             default=4096,
-            help="source+target tokens per batch (4096)",
+            help="source+target tokens per batch",
         )
     else:
-        b.add_argument("--batch-size", type=positive_int, default=32, help="batch size (32)")
-    b.add_argument("--lr", type=positive_float, default=3e-3, help="peak learning rate (3e-3)")
-    b.add_argument(
-        "--warmup", type=_fraction, default=0.1, help="warmup, a fraction of --steps (0.1)"
-    )
+        b.add_argument("--batch-size", type=positive_int, default=32, help="batch size")
+    b.add_argument("--lr", type=positive_float, default=3e-3, help="peak learning rate")
+    b.add_argument("--warmup", type=_fraction, default=0.1, help="warmup, a fraction of --steps")
     b.add_argument(
         "--weight-decay",
         type=non_negative_float,
         default=0.01,
-        help="AdamW weight decay of weight matrices and embeddings (0.01)",
+        help="AdamW weight decay of weight matrices and embeddings",
     )
     b.add_argument(
-        "--clip", type=non_negative_float, default=1.0, help="gradient-norm clip, 0 = off (1.0)"
+        "--clip", type=non_negative_float, default=1.0, help="gradient-norm clip, 0 = off"
     )
     b.add_argument(
-        "--eval-every", type=positive_int, default=None, help="validate every N steps (steps/10)"
+        "--eval-every",
+        type=positive_int,
+        default=None,
+        help="validate every N steps (default: steps/10)",
     )
     if kind == "synthetic":
         b.add_argument(
-            "--eval-batches", type=positive_int, default=4, help="validation batches of 64 (4)"
+            "--eval-batches", type=positive_int, default=4, help="validation batches of 64"
         )
     if kind == "lm":
         b.add_argument(
             "--max-eval-tokens",
             type=positive_int,
             default=200_000,
-            help="validation tokens per evaluation (200000), as gpam eval lm --max-tokens",
+            help="validation tokens per evaluation, as gpam eval lm --max-tokens",
         )
     m = p.add_argument_group("model")
-    m.add_argument("--d-model", type=positive_int, default=64, help="model width (64)")
-    m.add_argument("--n-layers", type=positive_int, default=2, help="layers (2)")
-    m.add_argument("--n-heads", type=positive_int, default=4, help="heads (4)")
-    m.add_argument("--d-ff", type=positive_int, default=None, help="MLP width (4 d_model)")
-    m.add_argument("--dropout", type=_fraction, default=0.0, help="dropout (0)")
+    layers = "layers per encoder and per decoder" if kind == "nmt" else "layers"
+    add_model_shape(m, 64, 2, 4, layers_help=layers)
+    m.add_argument("--d-ff", type=positive_int, default=None, help="MLP width (default: 4 d_model)")
+    m.add_argument("--dropout", type=_fraction, default=0.0, help="dropout")
     m.add_argument(
         "--attention-layers",
         default="all",
@@ -119,13 +120,7 @@ def _add_grid(p: argparse.ArgumentParser, kind: str, steps: int) -> None:
         "(inner for cog, as in its paper)",
     )
     add_device(p)
-    p.add_argument(
-        "--threads",
-        type=positive_int,
-        default=None,
-        help="CPU threads for torch (default: torch's own; 1 is often fastest for small models "
-        "on a busy machine)",
-    )
+    add_threads(p)
     p.add_argument(
         "--save-models",
         action="store_true",
@@ -158,7 +153,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--task",
         default="recall",
-        help="recall (default), copy, reverse, selective-copy, grammar, listops",
+        help="recall, copy, reverse, selective-copy, grammar or listops",
     )
     s.add_argument(
         "--task-option",
@@ -166,7 +161,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="task option, repeatable, e.g. --task-option max_len=256 for listops",
+        help="task option, repeatable, e.g. --task-option max_len=256 for listops (default: "
+        "the task's own)",
     )
     _add_grid(s, "synthetic", steps=300)
     s.set_defaults(func=_run)
@@ -186,15 +182,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--holdout-fraction",
         type=positive_float,
         default=0.1,
-        help="fraction at the end of the training text used for validation without --valid (0.1)",
+        help="fraction at the end of the training text used for validation without --valid",
     )
+    add_tokenizer(lm, "char")
     lm.add_argument(
-        "--level", choices=["char", "word", "bpe"], default="char", help="tokenizer (char)"
+        "--vocab-size", type=positive_int, default=None, help="vocabulary cap (default: none)"
     )
-    lm.add_argument("--vocab-size", type=positive_int, default=None, help="vocabulary cap")
-    lm.add_argument("--seq-len", type=positive_int, default=128, help="context length (128)")
+    lm.add_argument("--seq-len", type=positive_int, default=128, help="context length")
     lm.add_argument(
-        "--max-chars", type=positive_int, default=None, help="read at most N characters per split"
+        "--max-chars",
+        type=positive_int,
+        default=None,
+        help="read at most N characters per split (default: all)",
     )
     _add_grid(lm, "lm", steps=500)
     lm.set_defaults(func=_run)
@@ -205,26 +204,36 @@ def register(sub: argparse._SubParsersAction) -> None:
         "engine); final metric BLEU on the first --bleu-limit validation pairs (or validation "
         "perplexity with --bleu-limit 0).",
     )
-    nmt.add_argument("--train-src", help="training source file (one sentence per line)")
-    nmt.add_argument("--train-tgt", help="training target file, aligned with --train-src")
-    nmt.add_argument("--valid-src", help="validation source file")
-    nmt.add_argument("--valid-tgt", help="validation target file")
-    nmt.add_argument("--dataset", help="Hugging Face dataset NAME[:CONFIG], e.g. iwslt2017:...")
-    nmt.add_argument("--src-lang", default="de", help="source language key for --dataset (de)")
-    nmt.add_argument("--tgt-lang", default="en", help="target language key for --dataset (en)")
     nmt.add_argument(
-        "--tokenizer", choices=["bpe", "word", "char"], default="bpe", help="tokenizer (bpe)"
+        "--train-src", help="training source file, one sentence per line (default: --dataset)"
     )
-    nmt.add_argument("--vocab-size", type=positive_int, default=None, help="tokenizer vocabulary")
-    nmt.add_argument("--max-len", type=positive_int, default=64, help="max tokens per side (64)")
-    nmt.add_argument("--label-smoothing", type=_fraction, default=0.1, help="label smoothing (0.1)")
+    nmt.add_argument(
+        "--train-tgt", help="training target file, aligned with --train-src (default: --dataset)"
+    )
+    nmt.add_argument("--valid-src", help="validation source file (default: --dataset's)")
+    nmt.add_argument("--valid-tgt", help="validation target file (default: --dataset's)")
+    nmt.add_argument(
+        "--dataset",
+        help="Hugging Face dataset NAME[:CONFIG], e.g. iwslt2017:... (default: the files)",
+    )
+    nmt.add_argument("--src-lang", default="de", help="source language key for --dataset")
+    nmt.add_argument("--tgt-lang", default="en", help="target language key for --dataset")
+    add_tokenizer(nmt, "bpe")
+    nmt.add_argument(
+        "--vocab-size",
+        type=positive_int,
+        default=None,
+        help="vocabulary cap (default: none; 8000 for bpe)",
+    )
+    nmt.add_argument("--max-len", type=positive_int, default=64, help="max tokens per side")
+    nmt.add_argument("--label-smoothing", type=_fraction, default=0.1, help="label smoothing")
     nmt.add_argument(
         "--bleu-limit",
         type=int,
         default=200,
-        help="validation pairs scored with BLEU (200; 0 = use validation perplexity)",
+        help="validation pairs scored with BLEU, 0 = use validation perplexity",
     )
-    nmt.add_argument("--beam-size", type=positive_int, default=1, help="beam for BLEU (1)")
+    nmt.add_argument("--beam-size", type=positive_int, default=1, help="beam for BLEU")
     _add_grid(nmt, "nmt", steps=500)
     nmt.set_defaults(func=_run)
 

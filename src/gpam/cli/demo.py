@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gpam.cli._common import add_device, add_out, default_out, positive_int
+from gpam.cli._common import add_device, add_out, add_threads, default_out
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,13 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--quick", action="store_true", help="a seconds-long smoke test (tiny budget; for CI)"
     )
-    p.add_argument(
-        "--threads",
-        type=positive_int,
-        default=1,
-        help="CPU threads for torch (default 1: these tiny models gain nothing from more, and "
-        "extra threads slow down sharply on a busy machine)",
-    )
+    add_threads(p, default=1)
     add_device(p)
     add_out(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -10,8 +10,10 @@ from gpam.cli._common import (
     add_out,
     add_skip_bad_lines,
     add_subcommands,
+    add_threads,
     default_out,
     positive_int,
+    set_threads,
 )
 
 
@@ -36,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--last-fraction",
         type=float,
         default=None,
-        help="evaluate only the last FRACTION of the file (e.g. 0.1)",
+        help="evaluate only the last FRACTION of the file, e.g. 0.1 (default: all of it)",
     )
     lm.add_argument(
         "--seq-len",
@@ -46,10 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     lm.add_argument("--batch-size", type=positive_int, default=16, help="windows per batch")
     lm.add_argument(
-        "--max-tokens", type=positive_int, default=None, help="evaluate at most this many tokens"
+        "--max-tokens",
+        type=positive_int,
+        default=None,
+        help="evaluate at most this many tokens (default: all)",
     )
     add_skip_bad_lines(lm)
     add_device(lm)
+    add_threads(lm)
     add_out(lm)
     lm.set_defaults(func=_run_lm)
 
@@ -64,10 +70,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     nmt.add_argument("--ref", required=True, help="reference translations, line-aligned")
     add_beam(nmt)
     nmt.add_argument(
-        "--limit", type=positive_int, default=None, help="score only the first N sentences"
+        "--limit",
+        type=positive_int,
+        default=None,
+        help="score only the first N sentences (default: all)",
     )
     add_skip_bad_lines(nmt)
     add_device(nmt)
+    add_threads(nmt)
     add_out(nmt)
     nmt.set_defaults(func=_run_nmt)
 
@@ -100,10 +110,18 @@ def beam_options(a: argparse.Namespace) -> dict[str, object]:
     return {k: getattr(a, k) for k in ("beam_size", "length_penalty", "max_len", "batch_size")}
 
 
+def _print_skipped(res: dict, skip_bad_lines: bool) -> None:
+    """With --skip-bad-lines, say how many lines it skipped."""
+    read = res.get("read") or {}
+    if skip_bad_lines and "bad_utf8_skipped" in read:
+        print(f"skipped {read['bad_utf8_skipped']} non-UTF-8 line(s) (--skip-bad-lines)")
+
+
 def _run_lm(a: argparse.Namespace) -> int:
     from gpam.train.evaluate import run_eval_lm
 
     out = a.out or default_out("gpam-eval-lm")
+    set_threads(a.threads)
     res = run_eval_lm(
         a.model,
         a.text,
@@ -115,6 +133,7 @@ def _run_lm(a: argparse.Namespace) -> int:
         device=a.device,
         skip_bad=a.skip_bad_lines,
     )
+    _print_skipped(res, a.skip_bad_lines)
     bpc = f", {res['bits_per_char']:.4f} bits/char" if "bits_per_char" in res else ""
     print(
         f"loss {res['loss']:.4f} nats/token, perplexity {res['perplexity']:.3f}{bpc} "
@@ -127,6 +146,7 @@ def _run_nmt(a: argparse.Namespace) -> int:
     from gpam.train.evaluate import run_eval_nmt
 
     out = a.out or default_out("gpam-eval-nmt")
+    set_threads(a.threads)
     res = run_eval_nmt(
         a.model,
         a.src,
@@ -137,6 +157,7 @@ def _run_nmt(a: argparse.Namespace) -> int:
         device=a.device,
         skip_bad=a.skip_bad_lines,
     )
+    _print_skipped(res, a.skip_bad_lines)
     print(
         f"BLEU {res['bleu']:.2f}, chrF {res['chrf']:.2f} on {res['sentences']} sentences; "
         f"wrote {out}"

@@ -28,7 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="sampling temperature, 0 = greedy (default: 1.0)",
     )
     g.add_argument(
-        "--top-k", type=positive_int, default=None, help="sample only from the K most likely tokens"
+        "--top-k",
+        type=positive_int,
+        default=None,
+        help="sample only from the K most likely tokens (default: all)",
     )
     g.add_argument("--num-samples", type=positive_int, default=1, help="samples (default: 1)")
     add_seed(g)

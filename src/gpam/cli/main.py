@@ -8,13 +8,15 @@ import sys
 from collections.abc import Sequence
 
 from gpam.cli import analyze, bench, compare, demo, evaluate, generate, train
+from gpam.cli._common import Parser
 
 COMMANDS = (demo, analyze, train, evaluate, generate, compare, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full ``gpam`` argument parser with every sub-command registered."""
-    parser = argparse.ArgumentParser(
+    """The full ``gpam`` argument parser with every sub-command registered (no torch import:
+    the commands import the library only when they run)."""
+    parser = Parser(
         prog="gpam",
         description="Generalized probabilistic attention (daGPAM): analyses, training, "
         "evaluation, comparisons and benchmarks.",
@@ -26,7 +28,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for module in COMMANDS:
         module.register(sub)
+    _name_leaves(parser)
     return parser
+
+
+def _name_leaves(parser: argparse.ArgumentParser) -> None:
+    """Give every leaf command its full name (``gpam train lm``) for error messages."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        parser.set_defaults(_prog=parser.prog)
+    for action in subs:
+        for child in action.choices.values():
+            _name_leaves(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
         if os.environ.get("GPAM_DEBUG"):
             raise
-        print(f"gpam {args.command}: error: {e}", file=sys.stderr)
+        print(f"{args._prog}: error: {e}", file=sys.stderr)
         return 2
     return int(result or 0)
 

@@ -5,15 +5,21 @@ from __future__ import annotations
 import argparse
 
 from gpam.cli._common import (
+    add_attention,
     add_budget,
     add_dagpam_options,
     add_device,
+    add_model_shape,
     add_out,
     add_seed,
     add_skip_bad_lines,
     add_subcommands,
+    add_threads,
+    add_tokenizer,
+    claim_out,
     default_out,
     positive_int,
+    set_threads,
 )
 
 
@@ -22,21 +28,14 @@ def _per_task(g: argparse._ArgumentGroup, nmt: bool):
     task."""
 
     def add(flag: str, lm: object, nmt_default: object, text: str, **kw: object) -> None:
-        g.add_argument(
-            flag, default=nmt_default if nmt else lm, help=f"{text} (default: %(default)s)", **kw
-        )
+        g.add_argument(flag, default=nmt_default if nmt else lm, help=text, **kw)
 
     return add
 
 
 def _add_model(p: argparse.ArgumentParser, nmt: bool) -> None:
     g = p.add_argument_group("model")
-    g.add_argument(
-        "--attention",
-        default="dagpam",
-        help="attention variant of every attention layer: softmax, dagpam, diff, cog, "
-        "coda, sigmoid (default: dagpam)",
-    )
+    add_attention(g)
     g.add_argument(
         "--lam-neg",
         type=float,
@@ -58,11 +57,10 @@ def _add_model(p: argparse.ArgumentParser, nmt: bool) -> None:
     )
     add_dagpam_options(g)
     per_task = _per_task(g, nmt)
-    per_task("--d-model", 256, 128, "model width", type=positive_int)
-    per_task("--layers", 4, 3, "layers (per encoder and decoder for nmt)", type=positive_int)
-    g.add_argument("--heads", type=positive_int, default=4, help="attention heads (default: 4)")
+    layers = "layers per encoder and per decoder" if nmt else "layers"
+    add_model_shape(g, 128 if nmt else 256, 3 if nmt else 4, 4, layers_help=layers)
     g.add_argument("--d-ff", type=positive_int, default=None, help="MLP width (default: 4 d_model)")
-    g.add_argument("--dropout", type=float, default=0.1, help="dropout (default: 0.1)")
+    g.add_argument("--dropout", type=float, default=0.1, help="dropout")
     per_task("--norm", "pre", "post", "pre- or post-LayerNorm", choices=("pre", "post"))
     per_task("--positions", "learned", "sinusoidal", "position encoding",
              choices=("sinusoidal", "learned", "rotary"))  # fmt: skip
@@ -70,9 +68,7 @@ def _add_model(p: argparse.ArgumentParser, nmt: bool) -> None:
 
 def _add_train(p: argparse.ArgumentParser, nmt: bool) -> None:
     g = p.add_argument_group("optimisation")
-    g.add_argument(
-        "--steps", type=positive_int, default=1000, help="optimiser steps (default: 1000)"
-    )
+    g.add_argument("--steps", type=positive_int, default=1000, help="optimiser steps")
     add_budget(g)
     per_task = _per_task(g, nmt)
     per_task("--lr", 1e-3, 5e-4, "peak learning rate", type=float)
@@ -92,44 +88,46 @@ def _add_train(p: argparse.ArgumentParser, nmt: bool) -> None:
         "--patience",
         type=positive_int,
         default=None,
-        help="early stopping: stop after N validations without improvement",
+        help="early stopping: stop after N validations without improvement (default: off)",
     )
     if nmt:
-        g.add_argument(
-            "--label-smoothing", type=float, default=0.1, help="label smoothing (default: 0.1)"
-        )
+        g.add_argument("--label-smoothing", type=float, default=0.1, help="label smoothing")
     g.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
+    )
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="remove the gpam run already in --out first (without it or --resume a used --out "
+        "is refused)",
     )
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     add_seed(g)
     add_device(g)
+    add_threads(g)
     add_out(g)
 
 
 def _add_data_common(g: argparse._ArgumentGroup, default_tok: str) -> None:
+    add_tokenizer(g, default_tok)
     g.add_argument(
-        "--tokenizer",
-        choices=("char", "word", "bpe"),
-        default=default_tok,
-        help="tokenizer trained on the training split (default: %(default)s)",
-    )
-    g.add_argument(
-        "--vocab-size", type=positive_int, default=None, help="vocabulary cap (bpe default 8000)"
-    )
-    g.add_argument(
-        "--min-freq",
+        "--vocab-size",
         type=positive_int,
-        default=1,
-        help="word tokenizer: rarer words become <unk> (default: 1)",
+        default=None,
+        help="vocabulary cap (default: none; 8000 for bpe)",
+    )
+    g.add_argument(
+        "--min-freq", type=positive_int, default=1, help="word tokenizer: rarer words become <unk>"
     )
     add_skip_bad_lines(g)
     g.add_argument(
         "--hf-dataset",
         default=None,
-        help="Hugging Face datasets name instead of files (needs network)",
+        help="Hugging Face datasets name instead of files (needs network; default: files)",
     )
-    g.add_argument("--hf-config", default=None, help="Hugging Face dataset config name")
+    g.add_argument(
+        "--hf-config", default=None, help="Hugging Face dataset config name (default: none)"
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -148,7 +146,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train a decoder-only language model.",
     )
     g = lm.add_argument_group("data")
-    g.add_argument("--train", default=None, help="training text file (.gz accepted)")
+    g.add_argument(
+        "--train", default=None, help="training text file (.gz accepted; default: --hf-dataset)"
+    )
     g.add_argument(
         "--valid", default=None, help="validation text file (default: hold out the end of --train)"
     )
@@ -156,9 +156,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--holdout-fraction",
         type=float,
         default=0.1,
-        help="fraction at the end of --train used for validation (default: 0.1)",
+        help="fraction at the end of --train used for validation",
     )
-    g.add_argument("--hf-column", default="text", help="HF dataset text column (default: text)")
+    g.add_argument("--hf-column", default="text", help="HF dataset text column")
     _add_data_common(g, "char")
     g.add_argument("--seq-len", type=positive_int, default=128, help="context length")
     g.add_argument("--batch-size", type=positive_int, default=32, help="sequences per batch")
@@ -175,7 +175,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fine-tune this Hugging Face causal LM folder (converted to --attention with "
         "--lam-neg, default 0, and learnable lambdas unless --no-learnable-lambda) on --train "
         "instead of training a gpam model, with the same engine and optimisation options; "
-        "needs gpam[hf]; options that describe a gpam model or data split are refused",
+        "needs gpam[hf]; options that describe a gpam model or data split are refused "
+        "(default: train a gpam model)",
     )
     _add_model(lm, nmt=False)
     _add_train(lm, nmt=False)
@@ -187,10 +188,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train an encoder-decoder translation model.",
     )
     g = nmt.add_argument_group("data")
-    g.add_argument("--train-src", default=None, help="training source sentences (.gz accepted)")
-    g.add_argument("--train-tgt", default=None, help="training target sentences, line-aligned")
-    g.add_argument("--valid-src", default=None, help="validation source sentences")
-    g.add_argument("--valid-tgt", default=None, help="validation target sentences")
+    g.add_argument(
+        "--train-src",
+        default=None,
+        help="training source sentences (.gz accepted; default: --hf-dataset)",
+    )
+    g.add_argument(
+        "--train-tgt",
+        default=None,
+        help="training target sentences, line-aligned (default: --hf-dataset)",
+    )
+    g.add_argument(
+        "--valid-src", default=None, help="validation source sentences (default: --hf-dataset's)"
+    )
+    g.add_argument(
+        "--valid-tgt", default=None, help="validation target sentences (default: --hf-dataset's)"
+    )
     g.add_argument("--src-lang", default="de", help="source language code for --hf-dataset")
     g.add_argument("--tgt-lang", default="en", help="target language code for --hf-dataset")
     _add_data_common(g, "bpe")
@@ -198,7 +211,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-tokens",
         type=positive_int,
         default=4096,
-        help="source+target tokens per batch (default: 4096)",
+        help="source+target tokens per batch",
     )
     g.add_argument(
         "--max-len",
@@ -207,7 +220,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="longest sentence in tokens (longer ones are cut)",
     )
     g.add_argument(
-        "--valid-limit", type=positive_int, default=None, help="use at most N validation pairs"
+        "--valid-limit",
+        type=positive_int,
+        default=None,
+        help="use at most N validation pairs (default: all)",
     )
     _add_model(nmt, nmt=True)
     _add_train(nmt, nmt=True)
@@ -217,7 +233,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _model_kwargs(a: argparse.Namespace) -> dict:
     kw = {
         "d_model": a.d_model,
-        "n_heads": a.heads,
+        "n_heads": a.n_heads,
         "d_ff": a.d_ff,
         "dropout": a.dropout,
         "lam_neg": 0.5 if a.lam_neg is None else a.lam_neg,
@@ -247,10 +263,12 @@ def _run_lm(a: argparse.Namespace) -> int:
     from gpam.train.lm import LMDataOptions, train_lm
 
     d = dataclass_from(LMDataOptions, a, skip_bad=a.skip_bad_lines)
-    kw = {**_model_kwargs(a), "attention": a.attention, "n_layers": a.layers}
+    kw = {**_model_kwargs(a), "attention": a.attention, "n_layers": a.n_layers}
     out = a.out or default_out("gpam-train-lm")
+    claim_out(out, a.resume, a.overwrite)
+    set_threads(a.threads)
     res = train_lm(d, kw, _train_config(a), out, device=a.device, resume=a.resume, quiet=a.quiet)
-    _print_done(res, out)
+    _print_done(res, out, a.skip_bad_lines)
     return 0
 
 
@@ -264,10 +282,12 @@ def _run_nmt(a: argparse.Namespace) -> int:
         "encoder_attention": a.attention,
         "decoder_attention": a.attention,
         "cross_attention": a.attention,
-        "n_encoder_layers": a.layers,
-        "n_decoder_layers": a.layers,
+        "n_encoder_layers": a.n_layers,
+        "n_decoder_layers": a.n_layers,
     }
     out = a.out or default_out("gpam-train-nmt")
+    claim_out(out, a.resume, a.overwrite)
+    set_threads(a.threads)
     res = train_nmt(
         d,
         kw,
@@ -278,7 +298,7 @@ def _run_nmt(a: argparse.Namespace) -> int:
         quiet=a.quiet,
         label_smoothing=a.label_smoothing,
     )
-    _print_done(res, out)
+    _print_done(res, out, a.skip_bad_lines)
     return 0
 
 
@@ -288,7 +308,7 @@ HF_OPTIONS = {
     "neg_query", "neg_init", "lambda_mode", "steps", "time_budget", "budget_clock", "lr",
     "warmup", "schedule",
     "weight_decay", "clip", "accum", "bf16", "batch_size", "seq_len", "seed", "device", "out",
-    "quiet", "skip_bad_lines", "max_eval_tokens",
+    "quiet", "skip_bad_lines", "max_eval_tokens", "threads", "overwrite",
 }  # fmt: skip
 
 
@@ -297,6 +317,8 @@ def _refuse_unused(a: argparse.Namespace, parser: argparse.ArgumentParser) -> No
     bad = []
     for action in parser._actions:
         if not action.option_strings or action.dest in HF_OPTIONS or action.dest == "help":
+            continue
+        if action.help == argparse.SUPPRESS:  # a hidden alias; its option is checked itself
             continue
         if getattr(a, action.dest, None) != action.default:
             bad.append(action.option_strings[0])
@@ -314,6 +336,8 @@ def _run_hf_finetune(a: argparse.Namespace) -> int:
     from gpam.hf import finetune_text
 
     out = a.out or default_out("gpam-finetune")
+    claim_out(out, False, a.overwrite)
+    set_threads(a.threads)
     # eval windows of batch_size x seq_len tokens, up to --max-eval-tokens
     eval_batches = max(1, -(-a.max_eval_tokens // (a.batch_size * a.seq_len)))
     res = finetune_text(
@@ -348,7 +372,10 @@ def _run_hf_finetune(a: argparse.Namespace) -> int:
     return 0
 
 
-def _print_done(res: dict, out) -> None:
+def _print_done(res: dict, out, skip_bad_lines: bool) -> None:
+    if skip_bad_lines:  # say what --skip-bad-lines skipped
+        for note in res.get("data_notes", []):
+            print(f"data: {note}")
     v = res.get("final_val_loss")
     extra = f", {res['final_val_bpc']:.4f} bits/char" if "final_val_bpc" in res else ""
     vs = f"{v:.4f}" if v is not None else "n/a"

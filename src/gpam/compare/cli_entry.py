@@ -42,7 +42,11 @@ def make_task_from_args(args: argparse.Namespace) -> Any:
 
     name, _, config = (args.dataset or "").partition(":")
     d = dataclass_from(
-        LMDataOptions, args, hf_dataset=name or None, hf_config=config or None, tokenizer=args.level
+        LMDataOptions,
+        args,
+        hf_dataset=name or None,
+        hf_config=config or None,
+        tokenizer=args.tokenizer,
     )
     return prepare_lm_corpus(d)
 

@@ -215,7 +215,6 @@ def run_grid(
     """:func:`run_compare` for any :class:`gpam.compare.kinds.Kind`."""
     config.validate()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     results = load_results(out)
     results.update(kind=config.kind, task=kind.describe(), config=config.to_dict())
     runs: dict[str, Any] = results.setdefault("runs", {})
@@ -228,6 +227,7 @@ def run_grid(
         done = runs.get(spec.key)
         if not (done and done.get("status") == "done" and done.get("run_hash") == h):
             todo.append((spec, h))
+    out.mkdir(parents=True, exist_ok=True)  # after every run's settings were checked
     bar = tqdm(todo, desc=f"compare {config.kind}", unit="run", disable=not progress)
     for spec, h in bar:
         bar.set_postfix_str(spec.key)

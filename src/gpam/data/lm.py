@@ -126,6 +126,8 @@ def _read(path: str, char: bool, skip_bad: bool) -> tuple[Any, str]:
         text, s = read_text(path, skip_bad=skip_bad)
     else:
         text, s = read_lines(path, skip_bad=skip_bad)
+    if not (text.strip() if isinstance(text, str) else text):
+        raise ValueError(f"data file {path} holds no text ({s.summary()})")
     return text, s.summary()
 
 
@@ -175,18 +177,22 @@ def prepare_lm_corpus(
         texts = [tr] if isinstance(tr, str) else tr
         tokenizer = train_tokenizer(d.tokenizer, texts, d.vocab_size, d.min_freq)
     label = name or d.hf_dataset or (Path(d.train).name if d.train else "text")
+    train_source = f"training text {d.train or d.hf_dataset}"
+    val_source = f"validation text {d.valid}" if d.valid else f"held-out end of the {train_source}"
     return LMCorpus(
         tokenizer,
-        encode_corpus(tr, tokenizer),
-        encode_corpus(va, tokenizer),
+        encode_corpus(tr, tokenizer, train_source),
+        encode_corpus(va, tokenizer, val_source),
         notes,
         label,
         d.seq_len,
     )
 
 
-def encode_corpus(text_or_lines: str | Sequence[str], tokenizer: Tokenizer) -> Tensor:
-    """Token stream (1-D LongTensor) of a corpus.
+def encode_corpus(
+    text_or_lines: str | Sequence[str], tokenizer: Tokenizer, source: str = "corpus"
+) -> Tensor:
+    """Token stream (1-D LongTensor) of a corpus (``source`` names it in errors).
 
     Character tokenizers encode the raw text (newlines are tokens); word and BPE tokenizers
     encode line by line and append ``<eos>`` after each line (the PTB convention).
@@ -202,7 +208,7 @@ def encode_corpus(text_or_lines: str | Sequence[str], tokenizer: Tokenizer) -> T
                 ids.extend(tokenizer.encode(line))
                 ids.append(tokenizer.eos_id)
     if len(ids) < 2:
-        raise ValueError("corpus is too short: it needs at least 2 tokens")
+        raise ValueError(f"{source} is too short: {len(ids)} token(s), it needs at least 2")
     return torch.tensor(ids, dtype=torch.long)
 
 

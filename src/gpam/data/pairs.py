@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from gpam.data.text import Stats, _open_bytes
+from gpam.data.text import Stats, _open_bytes, bad_utf8_error
 from gpam.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
 
@@ -44,16 +44,15 @@ def _decoded_lines(path: Path, skip_bad: bool) -> list[str | None]:
     if pieces and pieces[-1] == b"":
         pieces.pop()
     out: list[str | None] = []
+    first: tuple[int, UnicodeDecodeError] | None = None
     for n, raw in enumerate(pieces, start=1):
         try:
             out.append(raw.decode("utf-8").rstrip("\r"))
         except UnicodeDecodeError as e:
-            if not skip_bad:
-                raise ValueError(
-                    f"data file {path}, line {n}: not valid UTF-8 ({e.reason} at byte "
-                    f"{e.start}); fix the file or pass --skip-bad-lines"
-                ) from None
+            first = first or (n, e)
             out.append(None)
+    if first is not None and not skip_bad:
+        raise bad_utf8_error(path, out.count(None), *first) from None
     return out
 
 

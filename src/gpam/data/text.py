@@ -39,6 +39,17 @@ class ReadStats(Stats):
         )
 
 
+def bad_utf8_error(path: Path, count: int, line: int, e: UnicodeDecodeError) -> ValueError:
+    """The error for ``count`` non-UTF-8 lines in ``path``, the first at ``line``; it names the
+    command-line option and the Python argument that skip them."""
+    what = "1 line is" if count == 1 else f"{count} lines are"
+    return ValueError(
+        f"data file {path}: {what} not valid UTF-8 (the first: line {line}, {e.reason} at byte "
+        f"{e.start}); fix the file, or skip such lines with --skip-bad-lines "
+        "(skip_bad=True in Python)"
+    )
+
+
 def _open_bytes(path: Path) -> bytes:
     if not path.exists():
         raise FileNotFoundError(f"data file not found: {path}")
@@ -69,21 +80,20 @@ def read_lines(
     pieces = _open_bytes(path).split(b"\n")
     if pieces and pieces[-1] == b"":
         pieces.pop()  # the trailing newline is not an empty line
+    first: tuple[int, UnicodeDecodeError] | None = None
     for n, raw in enumerate(pieces, start=1):
         try:
             line = raw.decode("utf-8").rstrip("\r")
         except UnicodeDecodeError as e:
-            if not skip_bad:
-                raise ValueError(
-                    f"data file {path}, line {n}: not valid UTF-8 ({e.reason} at byte "
-                    f"{e.start}); fix the file or pass skip_bad=True / --skip-bad-lines"
-                ) from None
+            first = first or (n, e)
             stats.bad_utf8_skipped += 1
             continue
         if skip_empty and not line.strip():
             stats.empty_skipped += 1
             continue
         out.append(line)
+    if first is not None and not skip_bad:
+        raise bad_utf8_error(path, stats.bad_utf8_skipped, *first) from None
     stats.lines = len(out)
     return out, stats
 

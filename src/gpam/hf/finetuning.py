@@ -238,11 +238,16 @@ def finetune_text(
         raise ValueError(f"text_file: {str(text_file)!r} is not a file")
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    missing = (
+        f"model_dir: no tokenizer could be loaded from {str(model_dir)!r}; save it next to the "
+        "model with tokenizer.save_pretrained(model_dir)"
+    )
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
     except (OSError, ValueError) as err:
-        msg = f"model_dir: no tokenizer could be loaded from {str(model_dir)!r}"
-        raise ValueError(msg) from err
+        raise ValueError(missing) from err
+    if not tokenizer.vocab_size:  # transformers builds an empty tokenizer when the files lack
+        raise ValueError(missing)
     config = transformers.AutoConfig.from_pretrained(model_dir)
     if isinstance(getattr(config, CONFIG_KEY, None), dict):
         model = load_converted(model_dir)
@@ -262,6 +267,8 @@ def finetune_text(
     model.to(torch.device(device))
     text, _ = read_text(text_file, skip_bad=skip_bad)
     ids = torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)
+    if ids.numel() == 0:
+        raise ValueError(f"text_file: the tokenizer of {str(model_dir)!r} encodes it to 0 tokens")
     cut = int(ids.numel() * (1.0 - val_fraction))
     metrics = finetune(model, ids[:cut], ids[cut:], **finetune_kwargs)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gpam._names import LAMBDA_MODES, LAMBDA_PARAMS, NEG_INITS, NEG_QUERIES
 from gpam.functional import (
     SINGLE_QUERY,
     check_variant,
@@ -19,11 +20,6 @@ from gpam.functional import (
 from gpam.nn.kv_cache import KVCache
 from gpam.nn.masks import merge_masks
 from gpam.nn.rotary import apply_rotary
-
-NEG_QUERIES = ("linear", "full", "negate", "relu_linear")
-NEG_INITS = ("orthogonal", "neg_identity")
-LAMBDA_MODES = ("fixed", "head", "token")
-LAMBDA_PARAMS = ("clamp", "softplus", "sigmoid")
 
 
 def diff_lambda_init(layer_idx: int) -> float:

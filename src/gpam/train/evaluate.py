@@ -84,7 +84,7 @@ def evaluate_lm(
                 raise ValueError(f"last_fraction must be in (0, 1), got {last_fraction}")
             lines = lines[int(len(lines) * (1.0 - last_fraction)) :]
         corpus = lines
-    ids = encode_corpus(corpus, tok)
+    ids = encode_corpus(corpus, tok, f"evaluation text {text_file}")
     seq = seq_len or model.config.max_len
     if seq > model.config.max_len and model.config.positions == "learned":
         raise ValueError(f"seq_len {seq} exceeds the model's max_len {model.config.max_len}")
