@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from gpam.data.lm import LMDataOptions, LMStream, eval_windows, prepare_lm_corpus
 from gpam.train.checkpoint import resume_tokenizer
 from gpam.train.distributed import DistInfo, cleanup, setup_distributed
-from gpam.train.loop import TrainConfig, mean_nll, nats_to_ppl, train_loop
+from gpam.train.loop import TrainConfig, train_loop
+from gpam.train.nll import mean_nll, nats_to_ppl
 from gpam.train.report import finish_run, params_line
 
 

@@ -23,17 +23,18 @@ import json
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from gpam._io import atomic_write_text
 from gpam.data.tokenizer import Tokenizer
 from gpam.train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint
+from gpam.train.config import SCHEDULE_FIELDS, TrainConfig
 from gpam.train.distributed import (
     DistInfo,
     all_sum,
@@ -43,76 +44,9 @@ from gpam.train.distributed import (
     rank_seed,
 )
 from gpam.train.params import parameter_groups
-from gpam.train.schedule import SCHEDULES, lr_factor
+from gpam.train.schedule import lr_factor
 
-BUDGET_CLOCKS = ("wall", "cpu", "steps")
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
-# the settings a resumed run must share with the run it continues (its learning-rate schedule)
-SCHEDULE_FIELDS = (
-    "steps",
-    "time_budget",
-    "budget_clock",
-    "lr",
-    "warmup",
-    "warmup_fraction",
-    "schedule",
-    "min_lr_ratio",
-)
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings (all JSON-safe)."""
-
-    steps: int = 1000
-    time_budget: float | None = None
-    budget_clock: str = "wall"
-    lr: float = 1e-3
-    warmup: int = 100
-    warmup_fraction: float | None = None  # warm up over this fraction of progress instead
-    schedule: str = "cosine"
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.01
-    beta1: float = 0.9
-    beta2: float = 0.98
-    clip: float = 1.0
-    accum: int = 1
-    bf16: bool = False
-    eval_every: int = 200
-    log_every: int = 10
-    checkpoint_every: int = 200
-    patience: int | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "accum", "eval_every", "log_every", "checkpoint_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(
-                f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}"
-            )
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.budget_clock not in BUDGET_CLOCKS:
-            raise ValueError(
-                f"budget_clock must be one of {', '.join(BUDGET_CLOCKS)}, got {self.budget_clock!r}"
-            )
-        if self.time_budget is not None and not self.time_budget > 0:
-            raise ValueError(f"time_budget must be > 0 seconds, got {self.time_budget}")
-        if self.warmup < 0 or self.clip < 0:
-            raise ValueError("warmup and clip must be >= 0")
-        if self.warmup_fraction is not None and not 0.0 < self.warmup_fraction < 1.0:
-            raise ValueError(f"warmup_fraction must be in (0, 1), got {self.warmup_fraction}")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.patience is not None and self.patience < 1:
-            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
-
-    def schedule_state(self) -> dict[str, Any]:
-        """What the learning-rate schedule depends on (stored in every checkpoint)."""
-        return {k: getattr(self, k) for k in SCHEDULE_FIELDS}
 
 
 class Task(Protocol):
@@ -386,33 +320,3 @@ class _Null:
 
     def __exit__(self, *a: object) -> None:
         return None
-
-
-def nats_to_ppl(loss: float) -> float:
-    """Perplexity of a mean loss in nats (inf when it overflows)."""
-    try:
-        return math.exp(loss)
-    except OverflowError:
-        return float("inf")
-
-
-def mean_nll(pairs: Iterable[tuple[Tensor, Tensor]], ignore_index: int = -100) -> float:
-    """Mean cross-entropy (nats per target) over ``(logits, targets)`` batches: the summed loss
-    of every batch divided by the total count (so batch sizes do not weight the mean)."""
-    total, n = 0.0, 0
-    for logits, targets in pairs:
-        t, c = summed_nll(logits, targets, ignore_index)
-        total, n = total + t, n + c
-    return total / n
-
-
-def summed_nll(logits: Tensor, targets: Tensor, ignore_index: int = -100) -> tuple[float, int]:
-    """Summed cross-entropy (nats) of ``logits (..., V)`` against ``targets (...)``, and the count
-    of targets that are not ``ignore_index``: validation losses are ``sum(total) / sum(count)``."""
-    total = torch.nn.functional.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]),
-        targets.reshape(-1),
-        ignore_index=ignore_index,
-        reduction="sum",
-    )
-    return float(total), int((targets != ignore_index).sum())

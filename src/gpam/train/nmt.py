@@ -18,7 +18,8 @@ from gpam.data.tokenizer import PAD_ID, train_tokenizer
 from gpam.train.checkpoint import resume_tokenizer
 from gpam.train.distributed import DistInfo, cleanup, setup_distributed
 from gpam.train.lm import seed_everything
-from gpam.train.loop import TrainConfig, mean_nll, nats_to_ppl, train_loop
+from gpam.train.loop import TrainConfig, train_loop
+from gpam.train.nll import mean_nll, nats_to_ppl
 from gpam.train.report import finish_run, params_line
 
 
