@@ -9,6 +9,12 @@ import torch
 from torch import Tensor
 
 
+def at_least_fp32(t: Tensor) -> Tensor:
+    """``t`` in float32 for the loss (bf16 / fp16 logits are upcast); float64 stays float64, so
+    float64 models keep their precision end to end."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def nats_to_ppl(loss: float) -> float:
     """Perplexity of a mean loss in nats (inf when it overflows)."""
     try:
@@ -31,7 +37,7 @@ def summed_nll(logits: Tensor, targets: Tensor, ignore_index: int = -100) -> tup
     """Summed cross-entropy (nats) of ``logits (..., V)`` against ``targets (...)``, and the count
     of targets that are not ``ignore_index``: validation losses are ``sum(total) / sum(count)``."""
     total = torch.nn.functional.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]),
+        at_least_fp32(logits).reshape(-1, logits.shape[-1]),
         targets.reshape(-1),
         ignore_index=ignore_index,
         reduction="sum",
