@@ -88,7 +88,8 @@ def test_sigint_checkpoints_exits_130_and_resumes_bit_identical(tmp_path):
     cut = _run(tmp_path, tmp_path / "b", signal.SIGINT, at=5)
     assert cut.returncode == 130, cut.stderr[-2000:]
     err = cut.stderr.strip().splitlines()[-1]
-    assert "interrupted by SIGINT after step 6" in err and "--resume" in err, err
+    assert "interrupted by SIGINT after step 6; checkpoint" in err, err
+    assert "a resumed run continues from it" in err
     # the step in progress when the signal came (6) is checkpointed, not only the periodic 4
     assert latest_checkpoint(tmp_path / "b" / "checkpoints").name == "ckpt-00000006"
     assert not (tmp_path / "b" / "model").exists()

@@ -25,10 +25,12 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, signum: int, step: int, checkpoint: Path | None) -> None:
         self.signum, self.step, self.checkpoint = int(signum), int(step), checkpoint
         name = signal.Signals(self.signum).name
-        where = f"checkpoint {checkpoint} written" if checkpoint else "no checkpoint (no out)"
-        super().__init__(
-            f"interrupted by {name} after step {step}; {where}; continue with --resume"
+        where = (
+            f"checkpoint {checkpoint} written; a resumed run continues from it"
+            if checkpoint
+            else "no checkpoint written"
         )
+        super().__init__(f"interrupted by {name} after step {step}; {where}")
 
     @property
     def exit_code(self) -> int:
