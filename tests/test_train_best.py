@@ -103,3 +103,16 @@ def test_without_early_stopping_model_holds_the_last_weights(tmp_path):
                    quiet=True)  # fmt: skip
     assert res["model_step"] == 2 and not (tmp_path / "o" / "model-last").exists()
     assert not list((tmp_path / "o" / "checkpoints").glob("best-*"))
+
+
+def test_patience_given_only_on_resume_keeps_the_last_weights(tmp_path, scripted):
+    """Steps trained without early stopping kept no best copy: then model/ is the last step's."""
+    _, weights, on_step = scripted
+    text = write_text(tmp_path / "t.txt", 120)
+    d = LMDataOptions(train=str(text), seq_len=8, batch_size=2, max_eval_tokens=50)
+    cfg = TrainConfig(steps=2, warmup=0, eval_every=1)
+    train_lm(d, KW, cfg, tmp_path / "o", quiet=True, on_step=on_step)  # validation 3.0, 2.0
+    cfg = TrainConfig(steps=3, warmup=0, eval_every=1, patience=5)  # 2.5: step 2 stays best
+    res = train_lm(d, KW, cfg, tmp_path / "o", quiet=True, resume=True, on_step=on_step)
+    assert res["best_step"] == 2 and res["model_step"] == 3
+    assert _same(weights[3], from_pretrained(tmp_path / "o" / "model"))

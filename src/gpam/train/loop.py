@@ -375,6 +375,8 @@ def train_loop(
         if logf is not None:
             logf.close()
     times = clock.step_seconds[2:] or clock.step_seconds
+    # (none when early stopping was switched on by a resume after the best step: no copy kept)
+    best = best_dir(ck_root, st["best_step"]) if keep_best and st["best_step"] else None
     return {
         "steps": st["step"],
         "stopped": st["stopped"] or "steps",
@@ -387,11 +389,7 @@ def train_loop(
         "final_val_metrics": st.get("last_metrics", {}),
         "best_val_loss": st["best_val"],
         "best_step": st["best_step"],
-        "best_weights": (
-            str(best_dir(ck_root, st["best_step"]))
-            if keep_best and st["best_step"] is not None
-            else None
-        ),
+        "best_weights": str(best) if best is not None and best.is_dir() else None,
         "resumes": st.get("resumes", []),
         "history": history,
         "train_config": asdict(cfg),
