@@ -166,7 +166,8 @@ def test_train_config_rejects_bad_values():
 
 def test_resume_refuses_a_different_schedule(tmp_path):
     """The schedule a run was checkpointed with is part of its state: resuming with another
-    budget or step count is refused (it would silently change the learning-rate curve)."""
+    budget clock or warmup is refused (it would silently change the learning-rate curve; a
+    longer run is allowed: tests/test_train_resume_settings.py)."""
     from gpam.train.lm import LMDataOptions, train_lm
 
     text = write_text(tmp_path / "t.txt", 120)
@@ -175,9 +176,9 @@ def test_resume_refuses_a_different_schedule(tmp_path):
     cfg = TrainConfig(steps=2, time_budget=5, budget_clock="steps", warmup=0, eval_every=2)
     res = train_lm(d, kw, cfg, tmp_path / "o", quiet=True)
     assert res["steps"] == 2 and res["elapsed_s"] == 2.0  # the "steps" clock: one per step
-    longer = TrainConfig(steps=4, time_budget=5, budget_clock="steps", warmup=0, eval_every=2)
-    with pytest.raises(ValueError, match="schedule differs.*steps: 2 -> 4"):
-        train_lm(d, kw, longer, tmp_path / "o", quiet=True, resume=True)
+    other = TrainConfig(steps=4, time_budget=5, budget_clock="wall", warmup=1, eval_every=2)
+    with pytest.raises(ValueError, match="train.budget_clock 'steps' -> 'wall'; train.warmup 0"):
+        train_lm(d, kw, other, tmp_path / "o", quiet=True, resume=True)
 
 
 @pytest.mark.slow

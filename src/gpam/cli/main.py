@@ -48,9 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = args.func(args)
-    except KeyboardInterrupt:
-        print("gpam: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # training: SIGINT / SIGTERM after a checkpoint
+        print(f"gpam {args.command}: {e}" if str(e) else "gpam: interrupted", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
     except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
         if os.environ.get("GPAM_DEBUG"):
             raise

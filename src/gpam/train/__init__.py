@@ -10,6 +10,7 @@ from gpam.train.evaluate import (
     load_model,
     translate,
 )
+from gpam.train.interrupt import TrainingInterrupted
 from gpam.train.lm import LMDataOptions, train_lm
 from gpam.train.loop import TrainConfig, Validation, train_loop
 from gpam.train.nmt import NMTDataOptions, train_nmt
@@ -22,6 +23,7 @@ __all__ = [
     "SyntheticTrainTask",
     "TrainConfig",
     "Validation",
+    "TrainingInterrupted",
     "evaluate_lm",
     "evaluate_nmt",
     "generate_text",

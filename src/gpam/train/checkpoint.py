@@ -3,8 +3,13 @@
 A checkpoint is a folder ``ckpt-<step>`` holding ``model.safetensors`` + ``config.json`` (via
 ``gpam.models.save_pretrained``), ``tokenizer.json``, ``trainer_state.safetensors`` (optimiser
 moments, RNG states) and ``trainer_state.json`` (step, schedule, data position, early-stopping
-state, numpy/python RNG). Every file is written atomically; ``latest.json`` is replaced last and
-names the complete checkpoint, so a kill at any moment leaves a usable one.
+state, numpy/python RNG, the run's settings: :mod:`gpam.train.resume`). Every file is written
+atomically; ``latest.json`` is replaced last and names the complete checkpoint, so a kill at any
+moment leaves a usable one.
+
+With early stopping (``patience``) the best validation weights live beside them in
+``best-<step>/`` (``model.safetensors`` + ``config.json``); the one the latest checkpoint's
+``best_step`` names is kept until a later checkpoint names another.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +124,11 @@ def load_optimizer_state(
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+def checkpoint_dir(root: Path, step: int) -> Path:
+    """The folder of the checkpoint of step ``step``: ``root/ckpt-<step>``."""
+    return root / f"ckpt-{step:08d}"
+
+
 def save_checkpoint(
     root: Path,
     model: nn.Module,
@@ -135,7 +146,7 @@ def save_checkpoint(
     from gpam.models import save_pretrained
 
     step = int(trainer["step"])
-    d = root / f"ckpt-{step:08d}"
+    d = checkpoint_dir(root, step)
     if d.exists():
         shutil.rmtree(d)
     save_pretrained(model, d)
@@ -164,6 +175,12 @@ def latest_checkpoint(root: Path) -> Path | None:
     return d if d.is_dir() else None
 
 
+def read_trainer_state(d: Path) -> dict[str, Any]:
+    """``trainer_state.json`` of checkpoint folder ``d``: ``trainer`` (step, settings, ...),
+    ``optimizer`` (parameter groups) and ``rng``; nothing is loaded into a model."""
+    return json.loads((d / "trainer_state.json").read_text())
+
+
 def load_checkpoint(
     d: Path, model: nn.Module, opt: torch.optim.Optimizer, device: torch.device, rank: int = 0
 ) -> dict[str, Any]:
@@ -174,9 +191,17 @@ def load_checkpoint(
 
     from gpam.models import load_untied_state_dict
 
-    load_untied_state_dict(model, load_file(str(d / "model.safetensors"), device=str(device)))
+    try:
+        load_untied_state_dict(model, load_file(str(d / "model.safetensors"), device=str(device)))
+    except (RuntimeError, ValueError) as e:  # torch's size-mismatch report runs to many lines
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        first = next((ln for ln in lines if "mismatch" in ln), lines[-1] if lines else repr(e))
+        raise ValueError(
+            f"resume: the weights in {d} do not fit this model (were other model settings "
+            f"given?): {first}"
+        ) from None
     tensors = load_file(str(d / "trainer_state.safetensors"))
-    meta = json.loads((d / "trainer_state.json").read_text())
+    meta = read_trainer_state(d)
     load_optimizer_state(
         opt,
         {
@@ -196,6 +221,33 @@ def load_checkpoint(
         )
     set_rng_state(mine, meta["rng"][rank], device)
     return meta["trainer"]
+
+
+def best_dir(root: Path, step: int) -> Path:
+    """Where the best validation weights of step ``step`` are kept: ``root/best-<step>``."""
+    return root / f"best-{step:08d}"
+
+
+def save_best(root: Path, model: nn.Module, step: int, keep: Iterable[int | None] = ()) -> Path:
+    """Write the weights of ``model`` (the best validation loss so far, at ``step``) to
+    :func:`best_dir` and delete the other ``best-*`` folders except those of the steps in
+    ``keep`` (the one the latest checkpoint names)."""
+    from gpam.models import save_pretrained
+
+    d = best_dir(root, step)
+    if d.exists():
+        shutil.rmtree(d)
+    save_pretrained(model, d)
+    prune_best(root, [step, *keep])
+    return d
+
+
+def prune_best(root: Path, keep: Iterable[int | None]) -> None:
+    """Delete ``root/best-*`` folders other than those of the steps in ``keep``."""
+    names = {best_dir(root, s).name for s in keep if s is not None}
+    for p in root.glob("best-*"):
+        if p.is_dir() and p.name not in names:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def resume_tokenizer(out: Path, resume: bool) -> Tokenizer | None:

@@ -68,6 +68,14 @@ def all_sum(values: list[float], info: DistInfo, device: torch.device) -> list[f
     return t.tolist()
 
 
+def sum_in_place(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """``t`` replaced by its sum over every rank and returned; no host sync (``t`` unchanged
+    when not distributed)."""
+    if info.world_size > 1:
+        tdist.all_reduce(t)
+    return t
+
+
 def from_main(obj: Any, info: DistInfo) -> Any:
     """Rank 0's ``obj`` on every rank (``obj`` itself when not distributed): rank 0 decides."""
     if info.world_size == 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,10 @@ from torch import Tensor, nn
 from gpam.data.lm import LMDataOptions, LMStream, eval_windows, prepare_lm_corpus
 from gpam.train.checkpoint import resume_tokenizer
 from gpam.train.distributed import DistInfo, cleanup, setup_distributed
-from gpam.train.loop import TrainConfig, Validation, mean_nll, nats_to_ppl, train_loop
+from gpam.train.loop import TrainConfig, Validation, train_loop
+from gpam.train.nll import at_least_fp32, mean_nll, nats_to_ppl
 from gpam.train.report import finish_run, params_line
+from gpam.train.resume import fingerprint, task_settings
 
 
 def seed_everything(seed: int) -> None:
@@ -55,7 +58,7 @@ class LMTask:
         x, y = batch
         logits = model(x)
         return F.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1)
+            at_least_fp32(logits).reshape(-1, logits.shape[-1]), y.reshape(-1)
         ), y.numel()
 
     def validate(self, model: nn.Module) -> Validation:
@@ -117,7 +120,15 @@ def train_lm(
         if dist.is_main:
             print(f"gpam train lm: {mcfg.attention} attention, {params_line(rep)}", flush=True)
         task = LMTask(train_ids, val_ids, d, cfg.seed, dist, dev)
-        res = train_loop(model, task, tok, cfg, out, dist, dev, resume, on_step, quiet)
+        settings = task_settings(
+            mcfg.to_dict(),
+            asdict(d),
+            free_data=("train", "valid", "hf_data_files"),
+            extra={"data.fingerprint": fingerprint(train_ids, val_ids)},
+        )
+        res = train_loop(
+            model, task, tok, cfg, out, dist, dev, resume, on_step, quiet, settings=settings
+        )
         res.update(
             task="lm",
             parameters=rep,

@@ -15,15 +15,27 @@ per optimiser step, deterministic). The cosine schedule decays over ``max(step /
 time_budget)``. Under DDP rank 0's clock is the one that counts: its elapsed time, validation
 result and early-stopping decision reach every rank, so the replicas share one learning rate and
 stop together.
+
+The gradient of a step is the token-weighted mean over all of its targets: each micro-batch's
+mean loss is weighted by its target count and the summed gradient is divided by the step's
+total count over every micro-batch and every rank (as fairseq does), so accumulation and DDP
+give the gradient of one big batch even when batches hold different numbers of targets (NMT).
+
+Resume (:mod:`gpam.train.resume`) refuses a changed model, data or optimisation setting and
+applies and records a changed step count, budget, patience or frequency. SIGINT / SIGTERM
+(:mod:`gpam.train.interrupt`) finish the step in progress, write a checkpoint and raise
+``TrainingInterrupted``. With early stopping the best validation weights are kept on disk
+(``checkpoints/best-<step>/``); the summary's ``best_weights`` names them.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import signal
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,7 +45,18 @@ from torch import Tensor, nn
 
 from gpam._io import atomic_write_text
 from gpam.data.tokenizer import Tokenizer
-from gpam.train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint
+from gpam.train.checkpoint import (
+    best_dir,
+    checkpoint_dir,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_best,
+    read_trainer_state,
+    rng_state,
+    save_best,
+    save_checkpoint,
+)
+from gpam.train.config import TrainConfig
 from gpam.train.distributed import (
     DistInfo,
     all_sum,
@@ -41,78 +64,21 @@ from gpam.train.distributed import (
     from_main,
     gather_to_main,
     rank_seed,
+    sum_in_place,
 )
+from gpam.train.interrupt import SignalFlag, TrainingInterrupted
+from gpam.train.nll import at_least_fp32
 from gpam.train.params import parameter_groups
-from gpam.train.schedule import SCHEDULES, lr_factor
-
-BUDGET_CLOCKS = ("wall", "cpu", "steps")
-CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
-# the settings a resumed run must share with the run it continues (its learning-rate schedule)
-SCHEDULE_FIELDS = (
-    "steps",
-    "time_budget",
-    "budget_clock",
-    "lr",
-    "warmup",
-    "warmup_fraction",
-    "schedule",
-    "min_lr_ratio",
+from gpam.train.resume import (
+    Settings,
+    compare_settings,
+    legacy_settings,
+    reopen_stops,
+    run_settings,
 )
+from gpam.train.schedule import lr_factor
 
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings (all JSON-safe)."""
-
-    steps: int = 1000
-    time_budget: float | None = None
-    budget_clock: str = "wall"
-    lr: float = 1e-3
-    warmup: int = 100
-    warmup_fraction: float | None = None  # warm up over this fraction of progress instead
-    schedule: str = "cosine"
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.01
-    beta1: float = 0.9
-    beta2: float = 0.98
-    clip: float = 1.0
-    accum: int = 1
-    bf16: bool = False
-    eval_every: int = 200
-    log_every: int = 10
-    checkpoint_every: int = 200
-    patience: int | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "accum", "eval_every", "log_every", "checkpoint_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(
-                f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}"
-            )
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.budget_clock not in BUDGET_CLOCKS:
-            raise ValueError(
-                f"budget_clock must be one of {', '.join(BUDGET_CLOCKS)}, got {self.budget_clock!r}"
-            )
-        if self.time_budget is not None and not self.time_budget > 0:
-            raise ValueError(f"time_budget must be > 0 seconds, got {self.time_budget}")
-        if self.warmup < 0 or self.clip < 0:
-            raise ValueError("warmup and clip must be >= 0")
-        if self.warmup_fraction is not None and not 0.0 < self.warmup_fraction < 1.0:
-            raise ValueError(f"warmup_fraction must be in (0, 1), got {self.warmup_fraction}")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.patience is not None and self.patience < 1:
-            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
-
-    def schedule_state(self) -> dict[str, Any]:
-        """What the learning-rate schedule depends on (stored in every checkpoint)."""
-        return {k: getattr(self, k) for k in SCHEDULE_FIELDS}
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 @dataclass(frozen=True)
@@ -130,8 +96,9 @@ class Task(Protocol):
     def batch(self, pos: dict[str, int]) -> tuple[Any, dict[str, int]]:
         """The next training micro-batch at data position ``pos`` and the position after it."""
 
-    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, int]:
-        """Mean training loss of a batch and its number of target tokens."""
+    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, int | torch.Tensor]:
+        """Mean training loss of a batch and its number of target tokens (an int, or a 0-dim
+        tensor on the device so that counting needs no host sync)."""
 
     def validate(self, model: nn.Module) -> Validation:
         """The validation loss and metrics of ``model``."""
@@ -175,19 +142,44 @@ def _read_log(path: Path, upto: int) -> list[dict]:
     return rows
 
 
-def _check_schedule(saved: dict[str, Any] | None, cfg: TrainConfig) -> None:
-    if saved is None:
-        return
-    now = cfg.schedule_state()
-    diff = [
-        f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in SCHEDULE_FIELDS if saved.get(k) != now[k]
-    ]
-    if diff:
-        raise ValueError(
-            "resume: the learning-rate schedule differs from the interrupted run's ("
-            + "; ".join(diff)
-            + "); resume with the same settings or start a new --out"
-        )
+def _resume_state(
+    ck_root: Path, settings: Settings, model: nn.Module, opt: torch.optim.Optimizer,
+    cfg: TrainConfig, dist: DistInfo, device: torch.device,
+) -> dict[str, Any]:  # fmt: skip
+    """The trainer state of the latest checkpoint, loaded into ``model`` / ``opt`` once its
+    settings are checked against ``settings`` (ValueError naming every refused difference)."""
+    d = latest_checkpoint(ck_root)
+    if d is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {ck_root}")
+    meta = read_trainer_state(d)
+    saved = meta["trainer"].get("settings")
+    where = f"the run in {ck_root.parent}"
+    if saved is None:  # written before settings were recorded
+        saved = legacy_settings(meta["trainer"], meta["optimizer"])
+        changed = compare_settings(saved, settings, where, partial=True)
+    else:
+        changed = compare_settings(saved, settings, where)
+    st = load_checkpoint(d, model, opt, device, dist.rank)
+    st["settings"], st["schedule"] = settings, cfg.schedule_state()
+    if changed:
+        st["resumes"] = [*st.get("resumes", []), {"step": st["step"], "changed": changed}]
+    reopen_stops(st, cfg)
+    if dist.is_main:
+        what = "; ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        print(f"resuming from step {st['step']}" + (f" (changed: {what})" if what else ""),
+              flush=True)  # fmt: skip
+    return st
+
+
+def _token_weighted(model: nn.Module, tokens: Tensor, world_size: int) -> None:
+    """Turn gradients of ``sum(mean loss * targets)`` (averaged over ranks by DDP) into the
+    gradient of the mean over all ``tokens`` targets of the step, in place, without a host sync."""
+    scale = world_size / tokens.clamp_min(1.0)
+    by_dtype: dict[torch.dtype, Tensor] = {}
+    for p in model.parameters():
+        if p.grad is not None:
+            g = p.grad
+            g.mul_(by_dtype.setdefault(g.dtype, scale.to(g.dtype)))
 
 
 def _split_val(val: Validation) -> tuple[float, dict[str, float]]:
@@ -210,6 +202,7 @@ def train_loop(
     on_step: Callable[[int], None] | None = None,
     quiet: bool = False,
     after_backward: Callable[[int], None] | None = None,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` (already on ``device``) and return the final summary dict.
 
@@ -218,7 +211,8 @@ def train_loop(
     checkpoint) - tests use it to kill the process. ``after_backward(step)`` is called once the
     gradients of a step are complete, before clipping and the update (for analyses that read
     gradients). A non-finite training loss stops the run (``stopped == "diverged"``) before
-    its update. Only parameters with ``requires_grad`` train.
+    its update. Only parameters with ``requires_grad`` train. ``settings``: the task's
+    settings (:func:`gpam.train.resume.task_settings`) a resume must match, besides ``cfg``'s.
     """
     from tqdm.auto import tqdm
 
@@ -243,16 +237,15 @@ def train_loop(
         "stopped": None,
         "tokens": 0,
         "schedule": cfg.schedule_state(),
+        "settings": run_settings(cfg, dist.world_size, settings),
     }
     # dropout and any other randomness during training: a different stream on every rank
     torch.manual_seed(rank_seed(cfg.seed, dist))
     if resume:
-        d = latest_checkpoint(ck_root)
-        if d is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {ck_root}")
-        st = load_checkpoint(d, model, opt, device, dist.rank)
-        _check_schedule(st.get("schedule"), cfg)
-        st["schedule"] = cfg.schedule_state()
+        st = _resume_state(ck_root, st["settings"], model, opt, cfg, dist, device)
+    # early stopping keeps the best weights (rank 0, on disk: they survive a kill and a resume)
+    keep_best = cfg.patience is not None and ck_root is not None and dist.is_main
+    ck_best = st["best_step"]  # the best weights the latest checkpoint names
     log_path = out / "log.jsonl" if out is not None else None
     history = _read_log(log_path, st["step"]) if dist.is_main and log_path else []
     if dist.is_main and log_path is not None:
@@ -275,6 +268,8 @@ def train_loop(
     wall0, base_wall = time.perf_counter(), st.get("wall", 0.0)
     run_loss, run_tok = 0.0, 0.0
     logf = log_path.open("a") if dist.is_main and log_path is not None else None
+    weighted = cfg.accum > 1 or dist.world_size > 1  # else one batch's mean is already the mean
+    signals = SignalFlag(enabled=ck_root is not None).install()
     try:
         while st["step"] < cfg.steps and st["stopped"] is None:
             step = st["step"] + 1
@@ -288,7 +283,8 @@ def train_loop(
                 factor = lr_factor(cfg.schedule, step, cfg.warmup, progress, cfg.min_lr_ratio)
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * factor
-            step_tok, step_loss = 0, 0.0
+            # (targets, summed loss) of this step, on the device: no host sync per micro-batch
+            sums = torch.zeros(2, dtype=torch.float64, device=device)
             clock.start()
             for micro in range(cfg.accum):
                 batch, st["pos"] = task.batch(st["pos"])
@@ -296,25 +292,31 @@ def train_loop(
                 ctx = ddp.no_sync() if not sync else _Null()
                 with ctx, autocast:
                     loss, ntok = task.loss(ddp, batch)
-                (loss.float() / cfg.accum).backward()
-                step_loss += float(loss.detach()) * ntok
-                step_tok += ntok
+                n = torch.as_tensor(ntok, dtype=torch.float64, device=device)
+                loss = at_least_fp32(loss)
+                (loss * n.to(loss.dtype) if weighted else loss).backward()
+                sums += torch.stack([n, loss.detach().double() * n])
+            # targets and loss of every rank (NMT batches differ); then the token-weighted mean
+            sum_in_place(sums, dist)
+            if weighted:
+                _token_weighted(model, sums[0], dist.world_size)
             if after_backward is not None:
                 after_backward(step)
             gnorm = nn.utils.clip_grad_norm_(
                 [p for p in model.parameters() if p.grad is not None], cfg.clip or float("inf")
             )
-            # DDP averages gradients, so a non-finite norm is seen by every rank alike
-            diverged = not math.isfinite(float(gnorm)) or (
-                dist.world_size == 1 and not math.isfinite(step_loss)
-            )
+            tok, loss_sum = sums.tolist()
+            # gradients and the loss are summed over ranks: every rank sees the same verdict
+            diverged = not math.isfinite(float(gnorm)) or not math.isfinite(loss_sum)
             if not diverged:
                 opt.step()
             opt.zero_grad(set_to_none=True)
             clock.stop()
-            # one all-reduce: tokens and loss of every rank (NMT batches differ), rank 0's clock
-            tok, loss_sum, elapsed = all_sum(
-                [step_tok, step_loss, clock.elapsed if dist.is_main else 0.0], dist, device
+            # rank 0's clock decides; a signal on any rank stops every rank after this step
+            elapsed, n_caught = all_sum(
+                [clock.elapsed if dist.is_main else 0.0, 1.0 if signals.signum else 0.0],
+                dist,
+                device,
             )
             clock.elapsed = elapsed
             st["step"] = step
@@ -347,6 +349,8 @@ def train_loop(
                 st["last_val"], st["last_metrics"] = val, extra
                 if st["best_val"] is None or val < st["best_val"]:
                     st["best_val"], st["best_step"], st["bad_evals"] = val, step, 0
+                    if keep_best:
+                        save_best(ck_root, model, step, keep=[ck_best])
                 else:
                     st["bad_evals"] += 1
                     if cfg.patience and st["bad_evals"] >= cfg.patience and not st["stopped"]:
@@ -358,19 +362,29 @@ def train_loop(
                     logf.write(json.dumps(row) + "\n")
                     logf.flush()
                 history.append(row)
-            if ck_root is not None and (step % cfg.checkpoint_every == 0 or last or st["stopped"]):
+            ck_now = step % cfg.checkpoint_every == 0 or last or st["stopped"] or n_caught
+            if ck_root is not None and ck_now:
                 states = gather_to_main(rng_state(device), dist)
                 if dist.is_main:
                     save_checkpoint(ck_root, model, tokenizer, opt, st, rng=states)
+                    if keep_best:
+                        prune_best(ck_root, [st["best_step"]])
+                ck_best = st["best_step"]
                 barrier(dist)
             bar.update(1)
+            if n_caught and not (last or st["stopped"]):  # (else the run ends here anyway)
+                signum = signals.signum or signal.SIGTERM  # (a rank that got no signal itself)
+                raise TrainingInterrupted(signum, step, checkpoint_dir(ck_root, step))
             if on_step is not None:
                 on_step(step)
     finally:
+        signals.restore()
         bar.close()
         if logf is not None:
             logf.close()
     times = clock.step_seconds[2:] or clock.step_seconds
+    # (none when early stopping was switched on by a resume after the best step: no copy kept)
+    best = best_dir(ck_root, st["best_step"]) if keep_best and st["best_step"] else None
     return {
         "steps": st["step"],
         "stopped": st["stopped"] or "steps",
@@ -383,6 +397,8 @@ def train_loop(
         "final_val_metrics": st.get("last_metrics", {}),
         "best_val_loss": st["best_val"],
         "best_step": st["best_step"],
+        "best_weights": str(best) if best is not None and best.is_dir() else None,
+        "resumes": st.get("resumes", []),
         "history": history,
         "train_config": asdict(cfg),
     }
@@ -394,33 +410,3 @@ class _Null:
 
     def __exit__(self, *a: object) -> None:
         return None
-
-
-def nats_to_ppl(loss: float) -> float:
-    """Perplexity of a mean loss in nats (inf when it overflows)."""
-    try:
-        return math.exp(loss)
-    except OverflowError:
-        return float("inf")
-
-
-def mean_nll(pairs: Iterable[tuple[Tensor, Tensor]], ignore_index: int = -100) -> float:
-    """Mean cross-entropy (nats per target) over ``(logits, targets)`` batches: the summed loss
-    of every batch divided by the total count (so batch sizes do not weight the mean)."""
-    total, n = 0.0, 0
-    for logits, targets in pairs:
-        t, c = summed_nll(logits, targets, ignore_index)
-        total, n = total + t, n + c
-    return total / n
-
-
-def summed_nll(logits: Tensor, targets: Tensor, ignore_index: int = -100) -> tuple[float, int]:
-    """Summed cross-entropy (nats) of ``logits (..., V)`` against ``targets (...)``, and the count
-    of targets that are not ``ignore_index``: validation losses are ``sum(total) / sum(count)``."""
-    total = torch.nn.functional.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]),
-        targets.reshape(-1),
-        ignore_index=ignore_index,
-        reduction="sum",
-    )
-    return float(total), int((targets != ignore_index).sum())

@@ -5,7 +5,7 @@ Source and target share one tokenizer trained on both sides of the training spli
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,10 @@ from gpam.data.tokenizer import PAD_ID, train_tokenizer
 from gpam.train.checkpoint import resume_tokenizer
 from gpam.train.distributed import DistInfo, cleanup, setup_distributed
 from gpam.train.lm import seed_everything
-from gpam.train.loop import TrainConfig, Validation, mean_nll, nats_to_ppl, train_loop
+from gpam.train.loop import TrainConfig, Validation, train_loop
+from gpam.train.nll import at_least_fp32, mean_nll, nats_to_ppl
 from gpam.train.report import finish_run, params_line
+from gpam.train.resume import fingerprint, task_settings
 
 
 @dataclass
@@ -74,6 +76,22 @@ def load_nmt_pairs(d: NMTDataOptions) -> tuple[list, list, list[str]]:
     return tr, va, notes
 
 
+def nmt_loss(
+    model: nn.Module, b: dict[str, Tensor], label_smoothing: float = 0.0
+) -> tuple[Tensor, Tensor]:
+    """Label-smoothed cross-entropy of a collated batch ``b`` (``gpam.data.pairs.collate``),
+    averaged over its non-padding targets, and their count (a 0-dim tensor on the batch's
+    device: counting needs no host sync)."""
+    logits = model(b["src"], b["tgt_in"], b["src_padding_mask"], b["tgt_padding_mask"])
+    loss = F.cross_entropy(
+        at_least_fp32(logits).reshape(-1, logits.shape[-1]),
+        b["tgt_out"].reshape(-1),
+        ignore_index=PAD_ID,
+        label_smoothing=label_smoothing,
+    )
+    return loss, (b["tgt_out"] != PAD_ID).sum()
+
+
 class NMTTask:
     """Length-bucketed training batches, label-smoothed loss and validation loss."""
 
@@ -106,15 +124,8 @@ class NMTTask:
         b = {k: v.to(self.device) for k, v in self.train.get(batches[i]).items()}
         return b, {"epoch": e, "index": i + 1}
 
-    def loss(self, model: nn.Module, b: dict[str, Tensor]) -> tuple[Tensor, int]:
-        logits = model(b["src"], b["tgt_in"], b["src_padding_mask"], b["tgt_padding_mask"])
-        loss = F.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]),
-            b["tgt_out"].reshape(-1),
-            ignore_index=PAD_ID,
-            label_smoothing=self.ls,
-        )
-        return loss, int((b["tgt_out"] != PAD_ID).sum())
+    def loss(self, model: nn.Module, b: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        return nmt_loss(model, b, self.ls)
 
     @torch.no_grad()
     def validate(self, model: nn.Module) -> Validation:
@@ -128,6 +139,12 @@ class NMTTask:
 
         loss = mean_nll(batches(), ignore_index=PAD_ID)
         return Validation(loss, {"perplexity": nats_to_ppl(loss)})
+
+
+def _ids_tensor(pairs: list[tuple[list[int], list[int]]]) -> Tensor:
+    """Every id of ``pairs`` with -1 after each side: one tensor to fingerprint."""
+    flat = [i for s, t in pairs for i in (*s, -1, *t, -1)]
+    return torch.tensor(flat, dtype=torch.long)
 
 
 def train_nmt(
@@ -170,7 +187,18 @@ def train_nmt(
                 flush=True,
             )
         task = NMTTask(tr_ids, va_ids, d, cfg.seed, dist, dev, label_smoothing)
-        res = train_loop(model, task, tok, cfg, out, dist, dev, resume, on_step, quiet)
+        settings = task_settings(
+            mcfg.to_dict(),
+            asdict(d),
+            free_data=("train_src", "train_tgt", "valid_src", "valid_tgt", "hf_data_files"),
+            extra={
+                "task.label_smoothing": label_smoothing,
+                "data.fingerprint": fingerprint(*(_ids_tensor(x) for x in (tr_ids, va_ids))),
+            },
+        )
+        res = train_loop(
+            model, task, tok, cfg, out, dist, dev, resume, on_step, quiet, settings=settings
+        )
         res.update(
             task="nmt",
             parameters=rep,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +68,31 @@ def finish_run(
     extra: list[str],
 ) -> None:
     """Rank 0's outputs of a training run: ``model/`` (weights, config, tokenizer), ``loss.png``,
-    ``train.json`` and ``report.md``."""
+    ``train.json`` and ``report.md``.
+
+    ``model/`` holds the weights ``gpam eval`` / ``generate`` / ``translate`` load: the last
+    step's, or with early stopping (``res["best_weights"]`` set) the best validation loss's, and
+    then ``model-last/`` holds the last step's. ``res`` gains ``model_step`` (the step whose
+    weights ``model/`` holds).
+    """
     from gpam.models import save_pretrained
 
-    save_pretrained(model, out / "model")
+    best = res.pop("best_weights", None)
+    if best is not None:
+        _copy_folder(Path(best), out / "model")
+        save_pretrained(model, out / "model-last")
+        tokenizer.save(out / "model-last" / "tokenizer.json")
+        res["model_step"] = res["best_step"]
+        saved = (
+            f"model: model/ = the best validation weights (step {res['best_step']}, loss "
+            f"{res['best_val_loss']:.4f}), model-last/ = the last step's ({res['steps']}); "
+            "gpam.models.from_pretrained"
+        )
+    else:
+        save_pretrained(model, out / "model")
+        shutil.rmtree(out / "model-last", ignore_errors=True)  # of an earlier run, if any
+        res["model_step"] = res["steps"]
+        saved = f"model: model/ (step {res['steps']}; gpam.models.from_pretrained)"
     tokenizer.save(out / "model" / "tokenizer.json")
     plot_loss(res["history"], out / "loss.png", f"{command}, {attention} attention")
     v = res["final_val_loss"]
@@ -81,6 +103,21 @@ def finish_run(
         f"final validation loss: {v:.4f} nats/token" if v is not None else "no eval",
         *extra,
         *res["data_notes"],
-        "model: model/ (gpam.models.from_pretrained), curve: loss.png",
+        *[f"resumed at step {r['step']}: {_changes(r['changed'])}" for r in res.get("resumes", [])],
+        f"{saved}, curve: loss.png",
     ]
     write_report(out, "train", command, res, lines)
+
+
+def _changes(changed: dict[str, list]) -> str:
+    return ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+
+
+def _copy_folder(src: Path, dst: Path) -> None:
+    """Copy the files of ``src`` into ``dst`` (created), each written atomically."""
+    from gpam._io import atomic_write_bytes
+
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file():
+            atomic_write_bytes(dst / f.name, f.read_bytes())
