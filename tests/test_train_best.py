@@ -14,7 +14,7 @@ from gen_data import write_text
 from gpam.models import from_pretrained
 from gpam.train.evaluate import load_model
 from gpam.train.lm import LMDataOptions, train_lm
-from gpam.train.loop import TrainConfig
+from gpam.train.loop import TrainConfig, Validation
 
 # validation after steps 1..6: the best is step 2, patience 2 stops after step 4
 VALS = [3.0, 2.0, 2.5, 2.4, 1.0, 0.5]
@@ -33,7 +33,7 @@ def scripted(monkeypatch):
 
     def validate(self, model):
         calls[0] += 1
-        return {"loss": VALS[calls[0] - 1]}
+        return Validation(VALS[calls[0] - 1])
 
     real = lm_mod.train_loop
 

@@ -142,7 +142,7 @@ def test_cli_resume_with_another_setting_is_one_line_and_exit_2(tmp_path, capsys
     ):
         assert main([*base, *extra, "--resume"]) == 2
         err = capsys.readouterr().err.strip()
-        assert err.startswith("gpam train: error: resume:") and "\n" not in err, err
+        assert err.startswith("gpam train lm: error: resume:") and "\n" not in err, err
         assert named in err
     assert main([*base, "--steps", "3", "--resume"]) == 0
     assert "resuming from step 2 (changed: train.steps 2 -> 3)" in capsys.readouterr().out

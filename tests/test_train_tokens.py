@@ -17,7 +17,7 @@ import torch
 from gpam.data.pairs import collate
 from gpam.data.tokenizer import PAD_ID
 from gpam.train.distributed import DistInfo
-from gpam.train.loop import TrainConfig, train_loop
+from gpam.train.loop import TrainConfig, Validation, train_loop
 from gpam.train.nmt import NMTTask
 
 # four batches of sentence pairs with 10, 4, 2 and 14 target tokens (each side + <eos>)
@@ -44,7 +44,7 @@ class PairsTask:
         return NMTTask.loss(self, model, b)  # the training loss of gpam train nmt
 
     def validate(self, model):
-        return 0.0
+        return Validation(0.0)
 
 
 def tiny_model() -> torch.nn.Module:
