@@ -178,7 +178,7 @@ class TransformerLayer(nn.Module):
                 kv_cache=self_cache,
                 rotary=rotary,
             )
-            return (out[0] if self_cache is not None else out), None
+            return (out.output if self_cache is not None else out), None
 
         x, _ = self._residual(x, self.norm1, self_fn)
         if self.cross_attn is not None:
@@ -189,7 +189,7 @@ class TransformerLayer(nn.Module):
                 out = self.cross_attn(
                     h, memory, memory, key_padding_mask=memory_padding_mask, kv_cache=cross_cache
                 )
-                return (out[0] if cross_cache is not None else out), None
+                return (out.output if cross_cache is not None else out), None
 
             x, _ = self._residual(x, self.norm2, cross_fn)
         x, _ = self._residual(x, self.norm3, lambda h: (self.mlp(h), None))
