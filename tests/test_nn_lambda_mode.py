@@ -197,12 +197,13 @@ def test_relu_linear_neg_identity_is_minus_relu() -> None:
 
 @pytest.mark.parametrize("mode", ["head", "token"])
 def test_learnable_lambdas_follow_device_and_stay_float32(mode: str) -> None:
-    """Issue 11 item 6: lambda parameters are created on ``device``, in float32."""
+    """Issue 11 item 6: lambda parameters are created on ``device``, in float32 or wider (issue
+    20 item 9: a float64 layer keeps float64 lambdas, never below the layer's dtype)."""
     meta = gpam.MultiheadAttention(E, H, lambda_mode=mode, device="meta", affine=False, lam_pos=1.5)
     assert all(p.device.type == "meta" for p in meta.parameters())
     mha = gpam.MultiheadAttention(E, H, lambda_mode=mode, dtype=torch.float64)
     lam_params = [p for n, p in mha.named_parameters() if "lam" in n]
-    assert lam_params and all(p.dtype == torch.float32 for p in lam_params)
+    assert lam_params and all(p.dtype == torch.float64 for p in lam_params)
     assert mha.q_proj.weight.dtype == torch.float64
     x = torch.randn(2, 4, E, dtype=torch.float64)
     assert mha(x, is_causal=True).dtype == torch.float64

@@ -96,3 +96,25 @@ def test_state_dict_keys_are_flat_and_old_keys_load() -> None:
     other.load_state_dict(mha.state_dict(), strict=True)
     assert torch.equal(other.neg_weight, mha.neg_weight)
     assert mha.neg_weight is mha.variant.neg_weight  # read through the layer
+
+
+def test_from_torch_is_a_drop_in_for_bool_masks() -> None:
+    """Issue 20 item 5: torch's bool attn_mask is True = masked, gpam's True = keep; a layer
+    made by from_torch reads masks as torch does, so the same call gives the same output."""
+    torch.manual_seed(0)
+    ref = torch.nn.MultiheadAttention(E, H, batch_first=True).double().eval()
+    ours = gpam.MultiheadAttention.from_torch(ref, attention="softmax").eval()
+    assert ours.mask_convention == "torch"
+    x = torch.randn(2, 5, E, dtype=torch.float64)
+    masked = torch.zeros(5, 5, dtype=torch.bool)
+    masked[:, 3] = True  # torch: True = this key is not attended
+    want, _ = ref(x, x, x, attn_mask=masked, need_weights=False)
+    torch.testing.assert_close(ours(x, attn_mask=masked), want)
+    causal = torch.ones(5, 5, dtype=torch.bool).triu(1)
+    want, _ = ref(x, x, x, attn_mask=causal, need_weights=False)
+    torch.testing.assert_close(ours(x, attn_mask=causal), want)
+    float_mask = torch.zeros(5, 5, dtype=torch.float64).masked_fill(masked, float("-inf"))
+    want, _ = ref(x, x, x, attn_mask=float_mask, need_weights=False)
+    torch.testing.assert_close(ours(x, attn_mask=float_mask), want)
+    sdpa = gpam.MultiheadAttention.from_torch(ref, attention="softmax", mask_convention="sdpa")
+    torch.testing.assert_close(sdpa.eval()(x, attn_mask=~masked), ours(x, attn_mask=masked))

@@ -106,9 +106,10 @@ class DagpamParams(VariantParams):
       token from a bias-carrying E -> H linear map of the query-side input, weight 0 and bias
       ``lam_neg`` at start, so it starts exactly at ``lam_neg``, 0 included; affine:
       ``lam_pos = 1 + lam_neg(x)`` per token; ``affine=False`` keeps ``lam_pos`` fixed).
-      Learnable lambdas are never cast below float32 (``.half()``/``.to(torch.bfloat16)`` leave
-      them float32; ``.double()`` upcasts); the token map is applied to the input cast to its
-      dtype. ``learnable_lambda=True`` is an alias of ``"head"`` (:func:`resolve_lambda_mode`).
+      Learnable lambdas are created in float32 or the layer's dtype if wider (float64), and
+      never cast below float32 (``.half()``/``.to(torch.bfloat16)`` leave them float32;
+      ``.double()`` upcasts); the token map is applied to the input cast to its dtype.
+      ``learnable_lambda=True`` is an alias of ``"head"`` (:func:`resolve_lambda_mode`).
     * ``lambda_param``: how learnable lambdas stay >= 0: ``"clamp"`` (default; the raw value is
       lambda itself, used as ``max(lambda, 0)`` with a straight-through gradient, so it can
       start at exactly 0), ``"softplus"`` (a 0 start becomes 1e-6) or ``"sigmoid"`` (lambda in
@@ -156,7 +157,9 @@ class DagpamParams(VariantParams):
             self.q_neg_proj = nn.Linear(e, e, bias=spec.bias, **spec.factory)
             if query_proj is not None:
                 self.sync_to_query(*query_proj)
-        lam_factory = {"device": spec.device, "dtype": torch.float32}
+        # lambdas: float32 at least, never below the layer's dtype (a bf16 lambda would round
+        # small updates away; a float64 layer keeps float64 lambdas)
+        lam_factory = {"device": spec.device, "dtype": torch.promote_types(torch.float32, dtype)}
         if spec.lambda_mode == "head":
             lam = torch.full((h,), float(spec.lam_neg), **lam_factory)
             self.lam_neg_param = nn.Parameter(self._to_raw(lam))
