@@ -53,6 +53,17 @@ def attention(
     return entry.op(q, k, v, **kwargs)
 
 
+def __getattr__(name: str) -> Any:
+    """``gpam.functional.<variant>_attention`` for every registered variant: the function of
+    ``gpam/functional/<variant>.py`` (so a new variant needs no edit here)."""
+    base = name.removesuffix("_attention")
+    if name.endswith("_attention") and base in REGISTRY:
+        import importlib
+
+        return getattr(importlib.import_module(f"gpam.functional.{base}"), name)
+    raise AttributeError(f"module 'gpam.functional' has no attribute {name!r}")
+
+
 __all__ = [
     "HF_CONVERTIBLE",
     "QUADRATIC",
