@@ -27,6 +27,7 @@ from gpam.functional.cog import cog_attention
 from gpam.functional.dagpam import dagpam_attention
 from gpam.functional.diff import diff_attention
 from gpam.functional.diff2 import diff2_attention
+from gpam.functional.gated import gated_attention
 from gpam.functional.sigmoid import sigmoid_attention
 from gpam.functional.softmax import softmax_attention
 
@@ -131,6 +132,16 @@ def _diff2_example(q: Tensor, q_neg: Tensor, k: Tensor, v: Tensor, lam: float) -
     return (torch.stack((q, q_neg), dim=2).reshape(b, 2 * h, length, d), k, v), {"lam": lam}
 
 
+def _gated_example(q: Tensor, q_neg: Tensor, k: Tensor, v: Tensor, lam: float) -> Example:
+    """An elementwise gate ``sigmoid(q_neg)`` (the cost of a full-width gate)."""
+    return (q, k, v), {"gate": torch.sigmoid(q_neg)}
+
+
+_NOT_EXACT_GATED = (
+    "converts, but cannot start exactly equal to the pretrained model: a sigmoid gate is never "
+    "the identity; the gate projection starts at 0, so every gate is 1/2 and each attention "
+    "output starts at half the pretrained one (fine-tune afterwards)"
+)
 _NOT_EXACT_DIFF2 = (
     "cannot convert a pretrained model exactly: Diff V2's output is attn_pos - "
     "sigmoid(lambda_proj(x)) * attn_neg with lambda in (0, 1), so at start it differs from the "
@@ -167,6 +178,9 @@ _ENTRIES = (
     Variant(VariantInfo("centered", False, 1, "0", False, True, True,
                         "Nait Saada, Naderi & Tanner, ICML 2025, arXiv 2410.07799"),
             centered_attention),
+    Variant(VariantInfo("gated", False, 1, "1 (before the output gate)", True, True, True,
+                        "Qiu et al. 2025, arXiv 2505.06708 (Qwen3-Next)", _NOT_EXACT_GATED),
+            gated_attention, "gpam.nn.gated:GatedParams", _gated_example),
 )  # fmt: skip
 
 #: Every variant by name, in the order of :data:`VARIANTS`.
