@@ -22,6 +22,7 @@ from gpam.nn.dagpam import (  # noqa: F401 - re-exported: the settings' names
     resolve_lambda_mode,
 )
 from gpam.nn.diff import diff_lambda_init  # noqa: F401 - re-exported
+from gpam.nn.from_torch import copy_torch_weights
 from gpam.nn.kv_cache import KVCache
 from gpam.nn.masks import merge_masks
 from gpam.nn.rotary import apply_rotary
@@ -174,35 +175,15 @@ class MultiheadAttention(nn.Module):
         ``mask_convention="sdpa"`` for gpam's True = keep. It returns the output alone (not
         torch's ``(output, weights)``) unless ``need_weights=True`` (see :meth:`forward`).
         """
-        e, h = module.embed_dim, module.num_heads
-        if kwargs.get("attention") == "diff2":
-            raise ValueError(
-                "from_torch cannot build attention='diff2': its query projection is E -> 2E "
-                "(2H query heads), which a torch.nn.MultiheadAttention does not have"
-            )
-        bias = module.in_proj_bias is not None
+        ref = module.out_proj.weight
         kwargs.setdefault("dropout", module.dropout)
         kwargs.setdefault("mask_convention", "torch")
-        ref = module.out_proj.weight
         new = cls(
-            e, h, bias=bias, kdim=module.kdim, vdim=module.vdim, batch_first=module.batch_first,
+            module.embed_dim, module.num_heads, bias=module.in_proj_bias is not None,
+            kdim=module.kdim, vdim=module.vdim, batch_first=module.batch_first,
             device=ref.device, dtype=ref.dtype, **kwargs,
         )  # fmt: skip
-        with torch.no_grad():
-            if module._qkv_same_embed_dim:
-                wq, wk, wv = module.in_proj_weight.chunk(3)
-            else:
-                wq, wk, wv = module.q_proj_weight, module.k_proj_weight, module.v_proj_weight
-            for proj, w in ((new.q_proj, wq), (new.k_proj, wk), (new.v_proj, wv)):
-                proj.weight.copy_(w)
-            new.out_proj.weight.copy_(module.out_proj.weight)
-            if bias:
-                for proj, b in zip(
-                    (new.q_proj, new.k_proj, new.v_proj), module.in_proj_bias.chunk(3)
-                ):
-                    proj.bias.copy_(b)
-                new.out_proj.bias.copy_(module.out_proj.bias)
-        new.sync_neg_identity()
+        copy_torch_weights(module, new)
         return new
 
     def sync_neg_identity(self) -> None:
