@@ -18,8 +18,8 @@ def build_attention(
 ) -> MultiheadAttention:
     """A ``gpam.MultiheadAttention`` of ``variant`` with the config's lambda and layer settings.
 
-    daGPAM layers get ``lam_neg``/``lam_pos``/``affine``/``lambda_mode``/``lambda_param``/
-    ``neg_query``/``neg_init``;
+    Every layer gets the daGPAM settings (``lam_neg``/``lam_pos``/``affine``/``lambda_mode``/
+    ``lambda_param``/``neg_query``/``neg_init``; only daGPAM's parameter module reads them);
     ``attn_kwargs[variant]`` goes to layers of that variant only.
     """
     kwargs: dict[str, Any] = {
@@ -28,17 +28,14 @@ def build_attention(
         "bias": cfg.bias,
         "dropout": cfg.attention_dropout,
         "layer_idx": layer_idx,
+        "lam_neg": float(cfg.lam_neg),
+        "lam_pos": None if cfg.lam_pos is None else float(cfg.lam_pos),
+        "affine": cfg.affine,
+        "lambda_mode": cfg.lambda_mode,
+        "lambda_param": cfg.lambda_param,
+        "neg_query": cfg.neg_query,
+        "neg_init": cfg.neg_init,
     }
-    if variant == "dagpam":
-        kwargs.update(
-            lam_neg=float(cfg.lam_neg),
-            lam_pos=None if cfg.lam_pos is None else float(cfg.lam_pos),
-            affine=cfg.affine,
-            lambda_mode=cfg.lambda_mode,
-            lambda_param=cfg.lambda_param,
-            neg_query=cfg.neg_query,
-            neg_init=cfg.neg_init,
-        )
     extra = cfg.attn_kwargs.get(variant)
     if extra:
         kwargs["attn_kwargs"] = dict(extra)
