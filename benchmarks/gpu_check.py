@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import gpam
-from gpam.functional import VARIANT_INFO, attention
+from gpam.functional import attention, variant
 from gpam.kernels import dagpam_fused, fused_dagpam_available
 from gpam.kernels.dagpam_fused import interpreter_applies
 
@@ -58,18 +58,15 @@ def make_inputs(
     def r(*shape: int) -> Tensor:
         return torch.randn(*shape, generator=gen, dtype=torch.float64)
 
-    info = VARIANT_INFO[name]
-    if info.negative_query:  # daGPAM
-        return {"q": r(b, h, length, d), "q_neg": r(b, h, length, d), "k": r(b, hkv, length, d),
-                "v": r(b, hkv, length, d)}  # fmt: skip
     if name == "diff":  # pairs of sub-heads (2i, 2i+1) of q and k; v of width 2d per head pair
         return {"q": r(b, 2 * h, length, d), "k": r(b, 2 * hkv, length, d),
                 "v": r(b, hkv, length, 2 * d)}  # fmt: skip
-    if name == "diff2":  # q holds 2H heads (positive / negative query of each head)
-        return {"q": r(b, 2 * h, length, d), "k": r(b, hkv, length, d), "v": r(b, hkv, length, d)}
-    if info.query_sets == 1:
-        return {"q": r(b, h, length, d), "k": r(b, hkv, length, d), "v": r(b, hkv, length, d)}
-    return None
+    # every other variant in the layout of its registry example (daGPAM's q_neg, diff2's 2H
+    # query heads, ...); its float settings come from KWARGS
+    q, q_neg = r(b, h, length, d), r(b, h, length, d)
+    (q, k, v), extra = variant(name).example(q, q_neg, r(b, hkv, length, d),
+                                             r(b, hkv, length, d), 0.5)  # fmt: skip
+    return {"q": q, "k": k, "v": v, **{n: t for n, t in extra.items() if isinstance(t, Tensor)}}
 
 
 def _call(name: str, x: dict[str, Tensor], causal: bool, weights: bool = False) -> Tensor:

@@ -275,7 +275,17 @@ def dagpam_token_lambda(
 # ---------------------------------------------------------------------------------------------
 # Helpers shared by the tests: random inputs per variant and the matching reference call.
 
-REF_VARIANTS = ("softmax", "dagpam", "diff", "diff2", "cog", "coda", "sigmoid", "centered")
+REF_VARIANTS = (
+    "softmax", "dagpam", "diff", "diff2", "cog", "coda", "sigmoid", "centered", "gated",
+)  # fmt: skip
+
+
+def gated_ref(
+    q: Tensor, k: Tensor, v: Tensor, gate: Tensor, **kwargs: object
+) -> tuple[Tensor, Tensor]:
+    """Gated attention (Qiu et al. 2025): softmax's ``out * gate``; W is softmax's."""
+    out, w = softmax_ref(q, k, v, **kwargs)  # type: ignore[arg-type]
+    return out * gate.to(out.dtype), w
 
 
 def make_inputs(
@@ -295,7 +305,7 @@ def make_inputs(
 
     softmax/cog/coda/sigmoid/centered: ``q, k, v``; dagpam: ``q_pos, q_neg, k, v``; diff: ``q1,
     q2, k1, k2, v`` with ``v`` twice as wide as the queries (Ye et al.); diff2: ``q, k, v`` with
-    ``q`` holding ``2h`` heads (positive/negative pairs).
+    ``q`` holding ``2h`` heads (positive/negative pairs); gated: ``q, k, v, gate``.
     """
     h_kv = h if h_kv is None else h_kv
 
@@ -320,6 +330,10 @@ def make_inputs(
         }
     if variant == "diff2":
         return {"q": r(b, 2 * h, lq, d), "k": r(b, h_kv, lk, d), "v": r(b, h_kv, lk, d)}
+    if variant == "gated":  # an elementwise gate in (0, 1)
+        gate = torch.rand(b, h, lq, d, generator=generator, dtype=torch.float64).to(dtype)
+        return {"q": r(b, h, lq, d), "k": r(b, h_kv, lk, d), "v": r(b, h_kv, lk, d),
+                "gate": gate.requires_grad_(requires_grad)}  # fmt: skip
     return {"q": r(b, h, lq, d), "k": r(b, h_kv, lk, d), "v": r(b, h_kv, lk, d)}
 
 
@@ -333,6 +347,7 @@ DEFAULT_KWARGS: dict[str, dict[str, object]] = {
     "coda": {},
     "sigmoid": {},
     "centered": {},
+    "gated": {},
 }
 
 REFERENCES = {
@@ -344,6 +359,7 @@ REFERENCES = {
     "coda": coda_ref,
     "sigmoid": sigmoid_ref,
     "centered": centered_ref,
+    "gated": gated_ref,
 }
 
 

@@ -199,7 +199,7 @@ def test_neg_identity_gives_softmax_of_minus_logits():
         8, 2, attention="dagpam", lam_neg=1.5, neg_init="neg_identity", dtype=torch.float64
     )
     x = torch.randn(2, 5, 8, dtype=torch.float64)
-    _, w = mha(x, need_weights=True)
+    _, w, _ = mha(x, need_weights=True)
     q, _, k, scale = queries_keys(mha, x)
     s = _logits(q, k, scale)
     want = 2.5 * s.softmax(-1) - 1.5 * (-s).softmax(-1)

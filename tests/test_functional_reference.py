@@ -373,7 +373,8 @@ def test_dropout_weights_are_the_ones_used(variant: str) -> None:
     torch.manual_seed(5)
     out, w = lib(variant, inputs, dropout_p=0.5, return_weights=True, **kw)
     v = expand_kv(inputs["v"], w.shape[1])
-    torch.testing.assert_close(out, w @ v, rtol=1e-5, atol=1e-5)
+    gate = inputs.get("gate", 1.0)  # gated: the output gate multiplies W V
+    torch.testing.assert_close(out, (w @ v) * gate, rtol=1e-5, atol=1e-5)
     _, w0 = lib(variant, inputs, return_weights=True, **kw)
     assert not torch.allclose(w, w0)
     if variant == "centered":  # dropout acts on the softmax map, not on the uniform part

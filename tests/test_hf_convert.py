@@ -359,11 +359,11 @@ def test_neg_identity_negates_the_query(neg_query) -> None:
     q = torch.randn(1, 4, 5, 8)
     hidden = torch.randn(1, 5, 32)
     if neg_query == "linear":
-        torch.testing.assert_close(state.negative_query(q), -q)
+        torch.testing.assert_close(state.negative_query(None, q), -q)
     else:
         w, b = _gpt2_query_proj(model)
         q_pos = (hidden @ w.T + b).view(1, 5, 4, 8).transpose(1, 2)
-        torch.testing.assert_close(state.negative_query(q_pos, hidden), -q_pos)
+        torch.testing.assert_close(state.negative_query(hidden, None), -q_pos)
 
 
 def _gpt2_query_proj(model):  # the query part of the first layer's fused projection

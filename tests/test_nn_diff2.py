@@ -43,7 +43,7 @@ def test_layer_equals_reference_cross_attention_with_padding(kv_heads) -> None:
     got = mha(x, mem, key_padding_mask=pad)
     want = by_hand(mha, x, mem, (~pad).view(2, 1, 1, 7))
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
-    out, w = mha(x, mem, key_padding_mask=pad, need_weights=True)
+    out, w, _ = mha(x, mem, key_padding_mask=pad, need_weights=True)
     torch.testing.assert_close(out, got)
     lam = torch.sigmoid(mha.lambda_proj(x)).transpose(1, 2)  # (B, H, L)
     torch.testing.assert_close(w.sum(-1), 1.0 - lam)  # rows sum to 1 - lambda(token)
@@ -75,7 +75,7 @@ def test_kv_cache_equals_full_pass_with_rotary(kv_heads) -> None:
     cache, outs, start = KVCache(), [], 0
     for n in (3, 1, 2, 1, 1):
         rot = (cos[start : start + n], sin[start : start + n])
-        out, cache = mha(x[:, start : start + n], kv_cache=cache, is_causal=True, rotary=rot)
+        out, _, cache = mha(x[:, start : start + n], kv_cache=cache, is_causal=True, rotary=rot)
         outs.append(out)
         start += n
     torch.testing.assert_close(torch.cat(outs, 1), full)
@@ -117,8 +117,8 @@ def test_unification_diff2_equals_dagpam_module() -> None:
     rot = (cos.double(), sin.double())
     torch.testing.assert_close(da(x, is_causal=True, rotary=rot), d2(x, is_causal=True, rotary=rot))
     torch.testing.assert_close(da(x, mem), d2(x, mem), rtol=1e-12, atol=1e-12)
-    _, w_da = da(x, is_causal=True, need_weights=True)
-    _, w_d2 = d2(x, is_causal=True, need_weights=True)
+    _, w_da, _ = da(x, is_causal=True, need_weights=True)
+    _, w_d2, _ = d2(x, is_causal=True, need_weights=True)
     torch.testing.assert_close(w_da, w_d2, rtol=1e-12, atol=1e-12)
 
 

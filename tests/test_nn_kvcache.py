@@ -20,7 +20,7 @@ def decode(mha, x: torch.Tensor, chunks: list[int], **kw: object) -> torch.Tenso
     cache = KVCache()
     outs, start = [], 0
     for n in chunks:
-        out, cache = mha(x[:, start : start + n], kv_cache=cache, is_causal=True, **kw)
+        out, _, cache = mha(x[:, start : start + n], kv_cache=cache, is_causal=True, **kw)
         outs.append(out)
         start += n
     assert start == x.shape[1]
@@ -52,8 +52,8 @@ def test_single_token_without_causal_flag_sees_all_past() -> None:
     x = torch.randn(2, 5, E, dtype=torch.float64)
     full = mha(x, is_causal=True)
     cache = KVCache()
-    _, cache = mha(x[:, :4], kv_cache=cache, is_causal=True)
-    last, cache = mha(x[:, 4:], kv_cache=cache)
+    _, _, cache = mha(x[:, :4], kv_cache=cache, is_causal=True)
+    last, _, cache = mha(x[:, 4:], kv_cache=cache)
     torch.testing.assert_close(last, full[:, 4:])
 
 
@@ -79,8 +79,8 @@ def test_key_padding_with_cache() -> None:
     pad[1, :2] = True
     full = mha(x, is_causal=True, key_padding_mask=pad)
     cache = KVCache()
-    out1, cache = mha(x[:, :4], kv_cache=cache, is_causal=True, key_padding_mask=pad[:, :4])
-    out2, cache = mha(x[:, 4:], kv_cache=cache, is_causal=True, key_padding_mask=pad)
+    out1, _, cache = mha(x[:, :4], kv_cache=cache, is_causal=True, key_padding_mask=pad[:, :4])
+    out2, _, cache = mha(x[:, 4:], kv_cache=cache, is_causal=True, key_padding_mask=pad)
     torch.testing.assert_close(out1[:, 2:], full[:, 2:4])
     torch.testing.assert_close(out2, full[:, 4:])
 
@@ -97,12 +97,12 @@ def test_static_cross_attention_cache(attention: str) -> None:
     outs = []
     for t in range(5):
         key = mem if t == 0 else None
-        out, cache = mha(tgt[:, t : t + 1], key, key, key_padding_mask=pad, kv_cache=cache)
+        out, _, cache = mha(tgt[:, t : t + 1], key, key, key_padding_mask=pad, kv_cache=cache)
         outs.append(out)
     torch.testing.assert_close(torch.cat(outs, 1), full)
     # Later calls ignore key/value: passing different memory does not change the result.
     other = torch.randn(2, 8, E, dtype=torch.float64)
-    out_again, _ = mha(tgt[:, :1], other, other, key_padding_mask=pad, kv_cache=cache)
+    out_again, _, _ = mha(tgt[:, :1], other, other, key_padding_mask=pad, kv_cache=cache)
     torch.testing.assert_close(out_again, full[:, :1])
 
 
@@ -110,11 +110,11 @@ def test_reorder_for_beam_search() -> None:
     mha = gpam.MultiheadAttention(E, H).double().eval()
     x = torch.randn(3, 6, E, dtype=torch.float64)
     cache = KVCache()
-    _, cache = mha(x[:, :4], kv_cache=cache, is_causal=True)
+    _, _, cache = mha(x[:, :4], kv_cache=cache, is_causal=True)
     index = torch.tensor([2, 0, 0])
     cache.reorder(index)
     new = torch.randn(3, 2, E, dtype=torch.float64)
-    out, cache = mha(new, kv_cache=cache, is_causal=True)
+    out, _, cache = mha(new, kv_cache=cache, is_causal=True)
     seq = torch.cat([x[index, :4], new], dim=1)
     torch.testing.assert_close(out, mha(seq, is_causal=True)[:, 4:])
 
@@ -123,8 +123,8 @@ def test_cache_grows() -> None:
     mha = gpam.MultiheadAttention(E, H).eval()
     x = torch.randn(2, 5, E)
     cache = KVCache()
-    _, cache = mha(x[:, :3], kv_cache=cache, is_causal=True)
-    _, cache = mha(x[:, 3:], kv_cache=cache, is_causal=True)
+    _, _, cache = mha(x[:, :3], kv_cache=cache, is_causal=True)
+    _, _, cache = mha(x[:, 3:], kv_cache=cache, is_causal=True)
     assert cache.length == 5
     assert cache.k.shape == (2, H, 5, E // H) and cache.v.shape == cache.k.shape
 
@@ -142,6 +142,8 @@ def test_rotary_decoding_equals_full(attention: str) -> None:
     cache, outs = KVCache(), []
     for start, n in ((0, 3), (3, 1), (4, 2)):
         pos = torch.arange(start, start + n)
-        out, cache = mha(x[:, start : start + n], kv_cache=cache, is_causal=True, rotary=rope(pos))
+        out, _, cache = mha(
+            x[:, start : start + n], kv_cache=cache, is_causal=True, rotary=rope(pos)
+        )
         outs.append(out)
     torch.testing.assert_close(torch.cat(outs, 1), full)

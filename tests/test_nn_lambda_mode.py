@@ -92,7 +92,7 @@ def test_token_mode_equals_reference_cross_attention(neg_query: str, lambda_para
     out, _ = dagpam_ref(q, qn, k, v, lam_neg=lam, attn_mask=(~pad).view(2, 1, 1, 7))
     want = mha.out_proj(out.transpose(1, 2).reshape(b, 5, E))
     torch.testing.assert_close(mha(x, mem, key_padding_mask=pad), want, rtol=1e-10, atol=1e-10)
-    _, weights = mha(x, mem, key_padding_mask=pad, need_weights=True)
+    _, weights, _ = mha(x, mem, key_padding_mask=pad, need_weights=True)
     torch.testing.assert_close(weights.sum(-1), torch.ones(2, H, 5, dtype=torch.float64))
 
 
@@ -107,7 +107,7 @@ def test_token_mode_kv_cache_equals_full_pass(kv_heads) -> None:
     cache, outs, start = KVCache(), [], 0
     for n in (2, 1, 3, 1):
         rot = (cos[start : start + n], sin[start : start + n])
-        out, cache = mha(x[:, start : start + n], kv_cache=cache, is_causal=True, rotary=rot)
+        out, _, cache = mha(x[:, start : start + n], kv_cache=cache, is_causal=True, rotary=rot)
         outs.append(out)
         start += n
     torch.testing.assert_close(torch.cat(outs, 1), full)
@@ -129,7 +129,7 @@ def test_token_mode_affine_false_keeps_lam_pos_fixed() -> None:
     x = torch.randn(1, 4, E, dtype=torch.float64)
     lam_pos, lam_neg = mha.lambdas(x)
     assert lam_pos == 1.2 and lam_neg.shape == (1, H, 4, 1)
-    _, w = mha(x, need_weights=True)
+    _, w, _ = mha(x, need_weights=True)
     torch.testing.assert_close(w.sum(-1), 1.2 - lam_neg[..., 0])
 
 
@@ -174,7 +174,7 @@ def test_neg_identity_gives_softmax_of_minus_s(neg_query: str, lam_neg: float) -
         E, H, lam_neg=lam_neg, neg_query=neg_query, neg_init="neg_identity"
     ).double()
     x = torch.randn(2, 6, E, dtype=torch.float64)
-    _, w = mha(x, is_causal=True, need_weights=True)
+    _, w, _ = mha(x, is_causal=True, need_weights=True)
     q, k = heads(mha.q_proj(x), 2, 6), heads(mha.k_proj(x), 2, 6)
     _, a_pos = softmax_ref(q, k, k, is_causal=True)
     _, a_neg = softmax_ref(-q, k, k, is_causal=True)
@@ -197,12 +197,13 @@ def test_relu_linear_neg_identity_is_minus_relu() -> None:
 
 @pytest.mark.parametrize("mode", ["head", "token"])
 def test_learnable_lambdas_follow_device_and_stay_float32(mode: str) -> None:
-    """Issue 11 item 6: lambda parameters are created on ``device``, in float32."""
+    """Issue 11 item 6: lambda parameters are created on ``device``, in float32 or wider (issue
+    20 item 9: a float64 layer keeps float64 lambdas, never below the layer's dtype)."""
     meta = gpam.MultiheadAttention(E, H, lambda_mode=mode, device="meta", affine=False, lam_pos=1.5)
     assert all(p.device.type == "meta" for p in meta.parameters())
     mha = gpam.MultiheadAttention(E, H, lambda_mode=mode, dtype=torch.float64)
     lam_params = [p for n, p in mha.named_parameters() if "lam" in n]
-    assert lam_params and all(p.dtype == torch.float32 for p in lam_params)
+    assert lam_params and all(p.dtype == torch.float64 for p in lam_params)
     assert mha.q_proj.weight.dtype == torch.float64
     x = torch.randn(2, 4, E, dtype=torch.float64)
     assert mha(x, is_causal=True).dtype == torch.float64

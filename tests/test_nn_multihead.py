@@ -151,7 +151,7 @@ def test_need_weights_path_equals_fast_path(attention: str) -> None:
     pad = torch.zeros(2, 8, dtype=torch.bool)
     pad[1, 6:] = True
     fast = mha(x, mem, key_padding_mask=pad)
-    out, w = mha(x, mem, key_padding_mask=pad, need_weights=True)
+    out, w, _ = mha(x, mem, key_padding_mask=pad, need_weights=True)
     torch.testing.assert_close(out, fast)
     assert w.shape[0] == 2 and w.shape[-2:] == (5, 8)
     assert (w[1, ..., 6:] == 0).all()
@@ -180,7 +180,7 @@ def test_grouped_query_attention(attention: str) -> None:
     x = torch.randn(2, 5, e)
     out = mha(x, is_causal=True)
     assert out.shape == (2, 5, e) and torch.isfinite(out).all()
-    out_w, w = mha(x, is_causal=True, need_weights=True)
+    out_w, w, _ = mha(x, is_causal=True, need_weights=True)
     torch.testing.assert_close(out_w, out)
     assert w.shape == (2, h, 5, 5)
 
@@ -222,7 +222,7 @@ def test_learnable_lambda_gets_gradients_and_stays_nonnegative() -> None:
             params[n].fill_(-1e4)
     lam_pos, lam_neg = mha.lambdas()
     assert (torch.as_tensor(lam_neg) >= 0).all()
-    _, w = mha(x, is_causal=True, need_weights=True)
+    _, w, _ = mha(x, is_causal=True, need_weights=True)
     assert torch.isfinite(w).all()
     assert w.min() >= -1e-6
     torch.testing.assert_close(w.sum(-1), torch.ones(2, H, 6))
@@ -438,6 +438,6 @@ def test_bfloat16_layer_stays_finite(attention: str) -> None:
 def test_dagpam_layer_weights_are_affine() -> None:
     mha = gpam.MultiheadAttention(E, H, lam_neg=0.6)
     x = torch.randn(2, 5, E) * 10  # peaked attention, so the two maps differ clearly
-    _, w = mha(x, is_causal=True, need_weights=True)
+    _, w, _ = mha(x, is_causal=True, need_weights=True)
     torch.testing.assert_close(w.sum(-1), torch.ones(2, H, 5))
     assert (w < 0).any() and w.min() >= -0.6 - 1e-6

@@ -24,7 +24,7 @@ def test_lm_groups_by_name():
     assert decayed == {
         "tok_emb.weight",
         "positions.learned.weight",
-        "blocks.0.self_attn.neg_weight",
+        "blocks.0.self_attn.variant.neg_weight",  # daGPAM's module (state-dict key: .neg_weight)
         "blocks.0.self_attn.q_proj.weight",
         "blocks.0.self_attn.k_proj.weight",
         "blocks.0.self_attn.v_proj.weight",
@@ -32,7 +32,7 @@ def test_lm_groups_by_name():
         "blocks.0.mlp.fc.weight",
         "blocks.0.mlp.proj.weight",
     }
-    for name in ("blocks.0.self_attn.lam_neg_param", "blocks.0.norm1.weight",
+    for name in ("blocks.0.self_attn.variant.lam_neg_param", "blocks.0.norm1.weight",
                  "blocks.0.norm3.bias", "norm_f.weight", "blocks.0.mlp.fc.bias"):  # fmt: skip
         assert name in plain
 

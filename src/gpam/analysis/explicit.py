@@ -21,13 +21,14 @@ import torch
 from torch import Tensor, nn
 
 from gpam.functional import (
-    attention,
     coda_attention,
     dagpam_attention,
     diff2_attention,
     diff_attention,
     softmax_attention,
 )
+from gpam.functional import variant as registry_entry
+from gpam.nn.variant import Query
 
 
 @dataclass
@@ -74,7 +75,7 @@ def explicit_attention(
     b, length, _ = x.shape
     h, d = mha.num_heads, mha.head_dim
     variant = mha.attention
-    q = _heads(mha.q_proj(x), 2 * h if variant == "diff2" else h)
+    q = _heads(mha.q_proj(x), mha.q_heads)
     k, v = _heads(mha.k_proj(x), h), _heads(mha.v_proj(x), h)
     kwargs = dict(mha.attn_kwargs)
     scale = kwargs.pop("scale", None)
@@ -114,7 +115,11 @@ def explicit_attention(
         rec.maps["|W|"] = rec.weights.abs()
     else:  # a map of one logit matrix: softmax, cog, sigmoid, centered, ...
         s = _logits(q, k, scale)
-        o, rec.weights = attention(variant, s, eye, v, scale=1.0, **common, **kwargs)
+        # through the variant's module, so its maths after the op (e.g. an output gate) count
+        query = Query(x, s, lambda: s, lambda t: t)
+        o, rec.weights = mha.variant.attend(
+            registry_entry(variant).op, query, eye, v, scale=1.0, **common, **kwargs
+        )
         rec.logits["S"] = s
         if variant in ("softmax", "cog"):
             rec.maps["A"] = rec.weights.abs()  # cog: |W| = softmax(|S|)

@@ -90,7 +90,7 @@ def queries_keys(
     layer's ``attn_kwargs`` scale (None: default).
     """
     h = mha.num_heads
-    q = _heads(mha.q_proj(x), 2 * h if mha.attention == "diff2" else h)
+    q = _heads(mha.q_proj(x), mha.q_heads)
     k = _heads(mha.k_proj(x), mha.kv_heads)
     q_neg = mha.negative_query(x, q) if mha.attention == "dagpam" else None
     if rotary is not None:

@@ -3,9 +3,9 @@
 Every method maps ``(q, q_neg, k, v)`` of shape (B, H, L, D) to an output (B, H, L, D):
 
 * ``sdpa``: ``F.scaled_dot_product_attention`` softmax (the baseline of every ratio);
-* each name in ``gpam.VARIANTS`` through ``gpam.functional.attention`` (daGPAM uses ``q_neg``);
-* ``diff2``: Differential Transformer V2 with ``(q, q_neg)`` as the head pairs (2i, 2i+1) and
-  a fixed ``lam``, one SDPA call; ``centered``: SDPA minus the mean of V;
+* each name in ``gpam.VARIANTS``: its registry op, called as its registry ``example`` lays the
+  inputs out (daGPAM uses ``q_neg``; ``diff2`` takes ``(q, q_neg)`` as the head pairs
+  (2i, 2i+1) and a fixed ``lam``; ``diff`` pairs sub-heads with values of width 2D);
 * ``dagpam_token``: daGPAM with a per-token lambda tensor (B, H, L, 1) (``lambda_mode="token"``);
 * ``dagpam_naive``: daGPAM's explicit path (``return_weights=True``: W is materialised, L x L);
 * ``dagpam_1call``: the library's one-call daGPAM path (2H query heads sharing K/V through
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import gpam
-from gpam.functional import QUADRATIC, attention, dagpam_attention
+from gpam.functional import QUADRATIC, attention, dagpam_attention, variant
 from gpam.functional.dagpam import _sdpa_one_call
 from gpam.kernels import dagpam_fused, fused_dagpam_available
 
@@ -61,22 +61,13 @@ def fused(q: Tensor, qn: Tensor, k: Tensor, v: Tensor, causal: bool, lam: float)
 
 
 def _variant(name: str) -> Method:
-    def run(q: Tensor, qn: Tensor, k: Tensor, v: Tensor, causal: bool, lam: float) -> Tensor:
-        if name == "dagpam":
-            return attention(name, q, k, v, q_neg=qn, lam_neg=lam, is_causal=causal)  # type: ignore[return-value]
-        if name == "diff2":
-            # Diff V2: heads (2h, 2h+1) = (q, qn) share one K/V head, one SDPA call.
-            b, h, length, d = q.shape
-            q2 = torch.stack((q, qn), dim=2).reshape(b, 2 * h, length, d)
-            return attention(name, q2, k, v, lam=lam, is_causal=causal)  # type: ignore[return-value]
-        if name == "diff":
-            # Ye et al.'s equal-cost layout: H/2 heads of two sub-heads, values of width 2D.
-            b, h, length, d = v.shape
-            v2 = v.view(b, h // 2, 2, length, d).transpose(2, 3).reshape(b, h // 2, length, 2 * d)
-            return attention(name, q, k, v2, is_causal=causal)  # type: ignore[return-value]
-        return attention(name, q, k, v, is_causal=causal)  # type: ignore[return-value]
+    entry = variant(name)
 
-    run.__doc__ = f"gpam.functional.attention({name!r}, ...)"
+    def run(q: Tensor, qn: Tensor, k: Tensor, v: Tensor, causal: bool, lam: float) -> Tensor:
+        args, kwargs = entry.example(q, qn, k, v, lam)  # the variant's layout (registry)
+        return entry.op(*args, is_causal=causal, **kwargs)  # type: ignore[return-value]
+
+    run.__doc__ = f"gpam.functional.attention({name!r}, ...) in the layout of its registry example"
     return run
 
 

@@ -117,6 +117,24 @@ def expand_kv(t: Tensor, num_heads: int) -> Tensor:
     return t[:, :, None].expand(b, hkv, rep, length, d).reshape(b, num_heads, length, d)
 
 
+def check_lambda(
+    name: str, value: object, *, allow_none: bool = False, nonnegative: bool = True
+) -> float | None:
+    """A lambda hyperparameter as a float: a finite number (>= 0 unless ``nonnegative=False``),
+    or None where ``allow_none``. TypeError for a non-number, ValueError for a bad value; the one
+    check of a scalar lambda setting (functional ops, layers, model configs, HF conversion)."""
+    bound = " >= 0" if nonnegative else ""
+    if value is None:
+        if allow_none:
+            return None
+        raise ValueError(f"{name} must be a number{bound}, got None")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a finite number{bound}, got {value!r}")
+    if not math.isfinite(value) or (nonnegative and value < 0):
+        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
+    return float(value)
+
+
 def as_lambda(
     name: str, value: float | Tensor, num_heads: int, ref: Tensor, *, nonnegative: bool = True
 ) -> float | Tensor:
@@ -140,10 +158,7 @@ def as_lambda(
         if nonnegative and data_checks_enabled(value) and bool((value < 0).any()):
             raise ValueError(f"{name} must be >= 0, got a negative entry")
         return value.to(ref.dtype)
-    if not math.isfinite(value) or (nonnegative and value < 0):
-        bound = " >= 0" if nonnegative else ""
-        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
-    return float(value)
+    return check_lambda(name, value, nonnegative=nonnegative)  # type: ignore[return-value]
 
 
 def _compiling() -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from gpam.functional._checks import (
@@ -40,12 +41,17 @@ def difference_weights(
     lam_neg: float | Tensor,
     scale: float,
     dropout_p: float,
+    *,
+    affine: bool = False,
 ) -> Tensor:
     """``lam_pos * A_pos - lam_neg * A_neg`` of two masked softmax maps: (B, H, Lq, Lk).
 
-    ``lam_pos=None`` means 1 (no multiply). Each map gets its own dropout mask (the explicit
-    paths of daGPAM, Diff and Diff V2).
+    ``lam_pos=None`` means 1 (no multiply). ``affine=True``: ``lam_pos = 1 + lam_neg`` (ignored
+    here), mixed as ``lerp(A_pos, A_neg, -lam_neg)`` (``gpam.functional.dagpam.affine_mix``).
+    Each map gets its own dropout mask (the explicit paths of daGPAM, Diff and Diff V2).
     """
     a_pos = softmax_map(m, q_pos, k_pos, scale, dropout_p)
     a_neg = softmax_map(m, q_neg, k_neg, scale, dropout_p)
+    if affine:
+        return torch.lerp(a_pos, a_neg, -lam_neg)
     return (a_pos if lam_pos is None else lam_pos * a_pos) - lam_neg * a_neg

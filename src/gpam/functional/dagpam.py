@@ -7,6 +7,7 @@ are shared, so ``W V = lam_pos * (A_pos V) - lam_neg * (A_neg V)`` and no L x L 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -94,13 +95,13 @@ def dagpam_attention(
     lp, ln = resolve_lambdas(lam_pos, lam_neg, affine, num_heads, q_pos)
     s = default_scale(scale, q_pos.shape[-1])
     if _use_fused(q_pos, k, v, attn_mask, dropout_p, return_weights):
-        out = _fused_or_none(q_pos, q_neg, k, v, lp, ln, bool(is_causal), s)
+        out = _fused_or_none(q_pos, q_neg, k, v, None if affine else lp, ln, bool(is_causal), s)
         if out is not None:
             return out
     if return_weights:
         k, v = expand_kv(k, num_heads), expand_kv(v, num_heads)
         m = explicit_mask(attn_mask, is_causal, q_pos, k)
-        w = difference_weights(m, q_pos, k, q_neg, k, lp, ln, s, dropout_p)
+        w = difference_weights(m, q_pos, k, q_neg, k, lp, ln, s, dropout_p, affine=affine)
         return w @ v, w
     mask, causal, dead = sdpa_mask(attn_mask, is_causal, q_pos, k)
     if one_call_applies(q_pos, mask):
@@ -114,11 +115,21 @@ def dagpam_attention(
             q_neg, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal, scale=s
         )
     if affine:
-        # lam_pos * o_pos - lam_neg * o_neg == o_neg + lam_pos * (o_pos - o_neg), in one fused op.
-        out = torch.lerp(o_neg, o_pos, lp if isinstance(lp, Tensor) else float(lp))
+        out = affine_mix(o_pos, o_neg, ln)
     else:
         out = lp * o_pos - ln * o_neg
     return out if dead is None else out.masked_fill(dead, 0.0)
+
+
+def affine_mix(pos: Tensor, neg: Tensor, lam_neg: float | Tensor) -> Tensor:
+    """``(1 + lam_neg) * pos - lam_neg * neg`` as ``lerp(pos, neg, -lam_neg)``: one fused op
+    with lambda at its own precision, exact at ``lam_neg = 0``.
+
+    The weight ``1 + lam_neg`` of the other form would round, for a tensor lambda in bf16, to
+    bf16's spacing near 1 (2^-7), merging small lambdas into one output. Float and tensor
+    lambdas take the same form, so a per-token lambda equal to a fixed one gives the same bits.
+    """
+    return torch.lerp(pos, neg, -lam_neg if isinstance(lam_neg, Tensor) else -float(lam_neg))
 
 
 #: device types whose default daGPAM path is one SDPA call over 2H query heads; elsewhere two
@@ -191,7 +202,7 @@ def _fused_or_none(
     q_neg: Tensor,
     k: Tensor,
     v: Tensor,
-    lp: float | Tensor,
+    lp: float | Tensor | None,
     ln: float | Tensor,
     causal: bool,
     scale: float,
@@ -205,3 +216,12 @@ def _fused_or_none(
     except Exception as err:  # noqa: BLE001 - any Triton compile/launch error: use SDPA instead
         warn_fallback(err)
         return None
+
+
+def registry_op(q: Tensor, k: Tensor, v: Tensor, *, q_neg: Tensor, **kw: Any) -> Any:
+    """``dagpam_attention`` in the registry's call form (the negative query as ``q_neg=``)."""
+    return dagpam_attention(q, q_neg, k, v, **kw)
+
+
+def registry_example(q: Tensor, q_neg: Tensor, k: Tensor, v: Tensor, lam: float) -> Any:
+    return (q, k, v), {"q_neg": q_neg, "lam_neg": lam}

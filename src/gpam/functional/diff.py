@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -69,3 +71,28 @@ def _sdpa_value_chunks(
     if v.shape[-1] == d or v.shape[-1] % d or p > 0:
         return sdpa(q, k, v, mask, causal, p, s)
     return torch.cat([sdpa(q, k, vi, mask, causal, p, s) for vi in v.split(d, dim=-1)], dim=-1)
+
+
+def registry_op(
+    q: Tensor, k: Tensor, v: Tensor, *, q2: Tensor | None = None, k2: Tensor | None = None,
+    **kw: Any,
+) -> Any:  # fmt: skip
+    """``diff_attention`` in the registry's call form: ``q2``/``k2``, or, when both are omitted,
+    the adjacent sub-heads (2i, 2i+1) of ``q`` and ``k`` as the pairs of head i (Ye et al.)."""
+    if (q2 is None) != (k2 is None):
+        raise ValueError("q2 and k2 must be given together for attention('diff', ...)")
+    if q2 is None:
+        if q.dim() != 4 or q.shape[1] % 2 or k.dim() != 4 or k.shape[1] % 2:
+            raise ValueError(
+                "q and k must be 4-D with an even number of heads (sub-head pairs) for "
+                "attention('diff', ...) without q2/k2"
+            )
+        q, q2, k, k2 = q[:, 0::2], q[:, 1::2], k[:, 0::2], k[:, 1::2]
+    return diff_attention(q, q2, k, k2, v, **kw)
+
+
+def registry_example(q: Tensor, q_neg: Tensor, k: Tensor, v: Tensor, lam: float) -> Any:
+    """Ye et al.'s equal-cost layout: H/2 heads of two sub-heads, values of width 2D."""
+    b, h, length, d = v.shape
+    v2 = v.view(b, h // 2, 2, length, d).transpose(2, 3).reshape(b, h // 2, length, 2 * d)
+    return (q, k, v2), {}

@@ -8,6 +8,8 @@ layer computes ``sigmoid(lambda_proj(x))``), so rows of W sum to ``1 - lam``. Th
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -121,3 +123,9 @@ def fold_groups(
             mask = mask.reshape(mb, hkv, g * lq, lk)
     out = F.scaled_dot_product_attention(qf, k, v, attn_mask=mask, dropout_p=p, scale=s)
     return out.reshape(b, hq, lq, v.shape[-1])
+
+
+def registry_example(q: Tensor, q_neg: Tensor, k: Tensor, v: Tensor, lam: float) -> Any:
+    """Heads (2h, 2h+1) = (q, q_neg) share one K/V head, one SDPA call."""
+    b, h, length, d = q.shape
+    return (torch.stack((q, q_neg), dim=2).reshape(b, 2 * h, length, d), k, v), {"lam": lam}

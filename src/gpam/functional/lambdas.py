@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gpam.functional._checks import as_lambda
+from gpam.functional._checks import as_lambda, check_lambda
+
+__all__ = ["check_lambda", "check_lambda_shape", "check_token_lambda"]
 
 
 def check_lambda_shape(name: str, value: float | Tensor, target: tuple[int, int, int]) -> None:

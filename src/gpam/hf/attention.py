@@ -15,9 +15,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from gpam import functional as gf
+from gpam.functional.registry import variant
 from gpam.hf._compat import require_transformers
-from gpam.hf.params import GpamAttentionState
+from gpam.hf.params import apply_rope, unapply_rope
+from gpam.nn.variant import Query, VariantParams
 
 ATTN_IMPLEMENTATION = "gpam"
 _CTX = "_gpam_ctx"
@@ -41,7 +42,7 @@ def gpam_attention_forward(
     ``(out (B, Tq, H, D), weights (B, H, Tq, Tkv) or None)``.
     """
     state = getattr(module, "gpam", None)
-    if not isinstance(state, GpamAttentionState):
+    if not isinstance(state, VariantParams):
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward(
@@ -65,19 +66,17 @@ def gpam_attention_forward(
         key, value = key[:, :, :q_len], value[:, :, :q_len]
     ctx = getattr(module, _CTX, None) or {}
     want_weights = _weights_requested(kwargs)
-    common: dict[str, Any] = {
-        "attn_mask": attention_mask,
-        "is_causal": causal,
-        "dropout_p": float(dropout),
-        "scale": scaling,
-        "return_weights": want_weights,
-    }
-    if state.attention == "dagpam":
-        q_neg = state.negative_query(query, ctx.get("hidden"), ctx.get("rope"))
-        lam = state.lam_neg(ctx.get("hidden")).to(query.dtype)
-        res = gf.dagpam_attention(query, q_neg, key, value, lam_neg=lam, **common)
-    else:
-        res = gf.attention(state.attention, query, key, value, **common)
+    rope = ctx.get("rope")
+    q_in = Query(
+        ctx.get("hidden"), query,
+        (lambda: unapply_rope(query, *rope)) if rope is not None else (lambda: query),
+        (lambda t: apply_rope(t, *rope)) if rope is not None else (lambda t: t),
+    )  # fmt: skip
+    res = state.attend(
+        variant(state.attention).op, q_in, key, value, attn_mask=attention_mask,
+        is_causal=causal, dropout_p=float(dropout), scale=scaling, return_weights=want_weights,
+        **getattr(state, "op_kwargs", {}),
+    )  # fmt: skip
     out, weights = res if want_weights else (res, None)
     return out.transpose(1, 2).contiguous(), weights
 
@@ -102,12 +101,12 @@ def _weights_requested(kwargs: dict[str, Any]) -> bool:
 
 
 def _stash_inputs(module: nn.Module, args: tuple, kwargs: dict) -> None:
-    """Forward pre-hook: keep the layer input / rotary (cos, sin) for the negative query."""
+    """Forward pre-hook: keep the layer input / rotary (cos, sin) for the variant's module."""
     state = module.gpam
     ctx: dict[str, Any] = {}
-    if state.neg_query == "full" or state.lambda_mode == "token":
+    if state.uses_input:
         ctx["hidden"] = args[0] if args else kwargs.get("hidden_states")
-    if getattr(module, "_gpam_rotary", False):
+    if getattr(module, "_gpam_rotary", False) and state.uses_positions:
         rope = kwargs.get("position_embeddings")
         if rope is None and len(args) > 1 and isinstance(args[1], tuple):
             rope = args[1]
@@ -123,12 +122,11 @@ def _clear_inputs(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> 
 
 
 def attach_hooks(module: nn.Module, rotary: bool) -> None:
-    """Register the pre/post hooks a layer needs (when the negative query or a per-token lambda
-    needs the layer's inputs)."""
+    """Register the pre/post hooks a layer needs (when the variant's module reads the layer's
+    input, or makes queries that need the rotary positions)."""
     module._gpam_rotary = rotary
     state = module.gpam
-    needs_input = rotary or state.neg_query == "full" or state.lambda_mode == "token"
-    if state.attention == "dagpam" and needs_input:
+    if state.uses_input or (rotary and state.uses_positions):
         module.register_forward_pre_hook(_stash_inputs, with_kwargs=True)
         module.register_forward_hook(_clear_inputs, with_kwargs=True)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,15 +13,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from gpam.functional.registry import HF_CONVERTIBLE
+from gpam.functional.registry import HF_CONVERTIBLE, variant_info
 from gpam.hf._compat import require_transformers
 from gpam.hf.attention import ATTN_IMPLEMENTATION, attach_hooks, register
 from gpam.hf.families import SUPPORTED_MODEL_TYPES, attention_layers, family_of
-from gpam.hf.params import LAMBDA_MODES, NEG_INITS, NEG_QUERIES, GpamAttentionState
+from gpam.hf.params import build_state
+from gpam.nn.dagpam import check_dagpam_settings
+from gpam.nn.variant import VariantParams, split_attn_kwargs
 
-#: variants ``convert`` can route a pretrained layer through (from ``gpam.functional.registry``;
-#: ``diff`` needs half-width sub-heads and ``diff2`` cannot start equal to the pretrained model,
-#: see :func:`_check_args`).
+#: variants ``convert`` can route a pretrained layer through (``hf_convertible`` in
+#: ``gpam.functional.registry``, whose ``hf_note`` says why the others are refused).
 CONVERTIBLE: tuple[str, ...] = HF_CONVERTIBLE
 CONFIG_KEY = "gpam"
 
@@ -33,37 +34,28 @@ def _check_args(
     neg_query: object,
     lambda_mode: object = None,
     neg_init: object = "orthogonal",
-) -> None:
-    if attention == "diff":
+    attn_kwargs: object = None,
+) -> str:
+    """Validate convert's arguments; return the resolved lambda_mode (``lambda_mode``, when
+    given, overrides ``learnable_lambda``)."""
+    if not isinstance(attention, str) or attention not in CONVERTIBLE:
+        try:
+            note = variant_info(attention).hf_note  # type: ignore[arg-type]
+        except ValueError:
+            note = ""
+        why = f"attention={attention!r} {note}; " if note else ""
         raise ValueError(
-            "attention='diff' cannot convert a pretrained model: Differential attention splits "
-            "each head into half-width sub-heads, which changes the projection shapes; use one "
-            f"of {', '.join(CONVERTIBLE)}"
+            f"{why}attention must be one of {', '.join(CONVERTIBLE)}; got {attention!r}"
         )
-    if attention == "diff2":
-        raise ValueError(
-            "attention='diff2' cannot convert a pretrained model exactly: Diff V2's output is "
-            "attn_pos - sigmoid(lambda_proj(x)) * attn_neg with lambda in (0, 1), so at start it "
-            "differs from the pretrained softmax layer (rows sum to 1 - lambda < 1, and the "
-            "negative query heads are new); use attention='dagpam' (lam_neg=0, or "
-            "lambda_mode='token' for a per-token lambda), which starts exactly equal"
-        )
-    if attention not in CONVERTIBLE:
-        raise ValueError(f"attention must be one of {', '.join(CONVERTIBLE)}; got {attention!r}")
-    if isinstance(lam_neg, bool) or not isinstance(lam_neg, (int, float)):
-        raise TypeError(f"lam_neg must be a float >= 0, got {type(lam_neg).__name__}")
-    if not math.isfinite(lam_neg) or lam_neg < 0:
-        raise ValueError(f"lam_neg must be a finite float >= 0, got {lam_neg!r}")
     if not isinstance(learnable_lambda, bool):
         raise TypeError(f"learnable_lambda must be a bool, got {type(learnable_lambda).__name__}")
-    if neg_query not in NEG_QUERIES:
-        raise ValueError(f"neg_query must be one of {', '.join(NEG_QUERIES)}; got {neg_query!r}")
-    if lambda_mode is not None and lambda_mode not in LAMBDA_MODES:
-        raise ValueError(
-            f"lambda_mode must be None or one of {', '.join(LAMBDA_MODES)}; got {lambda_mode!r}"
-        )
-    if neg_init not in NEG_INITS:
-        raise ValueError(f"neg_init must be one of {', '.join(NEG_INITS)}; got {neg_init!r}")
+    mode = check_dagpam_settings(
+        lam_neg=lam_neg, lambda_mode=lambda_mode,  # type: ignore[arg-type]
+        learnable_lambda=learnable_lambda and lambda_mode is None,
+        neg_query=neg_query, neg_init=neg_init,  # type: ignore[arg-type]
+    )  # fmt: skip
+    split_attn_kwargs(attention, attn_kwargs)  # type: ignore[arg-type]
+    return mode
 
 
 def _choose(found: list[tuple[str, nn.Module]], layers: Iterable[int] | None) -> list[int]:
@@ -84,7 +76,7 @@ def _choose(found: list[tuple[str, nn.Module]], layers: Iterable[int] | None) ->
 
 def is_converted(model: nn.Module) -> bool:
     """True when ``model`` holds gpam attention layers (made by :func:`convert`)."""
-    return any(isinstance(m, GpamAttentionState) for m in model.modules())
+    return any(isinstance(m, VariantParams) for m in model.modules())
 
 
 def convert(
@@ -96,11 +88,13 @@ def convert(
     layers: Iterable[int] | None = None,
     lambda_mode: str | None = None,
     neg_init: str = "orthogonal",
+    attn_kwargs: dict[str, Any] | None = None,
 ) -> nn.Module:
     """Route the attention of a loaded transformers model through gpam, in place; returns it.
 
-    Each chosen self-attention layer (``layers``: indices in model order, None = all) gets a
-    :class:`~gpam.hf.params.GpamAttentionState` child named ``gpam`` holding the per-head
+    Each chosen self-attention layer (``layers``: indices in model order, None = all) gets the
+    variant's parameter module (a ``gpam.nn.variant.VariantParams``, as in
+    ``gpam.MultiheadAttention``) as a child named ``gpam``; for daGPAM it holds the per-head
     ``lam_neg`` (learnable, kept >= 0, or fixed) and the negative-query map (``neg_query``:
     ``"linear"``, ``"full"``, ``"negate"`` or ``"relu_linear"``; ``neg_init="neg_identity"``
     starts the map at -I instead of random orthogonal). ``lambda_mode`` overrides
@@ -110,19 +104,25 @@ def convert(
     implementation becomes
     ``"gpam"`` (registered with ``transformers.AttentionInterface`` and ``AttentionMaskInterface``).
     With ``attention="dagpam", lam_neg=0`` the outputs equal the original model's.
-    ``attention`` may also be ``"softmax"`` (same function, computed by gpam) or ``"cog"``,
-    ``"coda"``, ``"sigmoid"``, ``"centered"`` (no new parameters; outputs change, fine-tune
-    afterwards). ``"diff2"`` and ``"diff"`` are refused: neither can start equal to the
-    pretrained layer (see the error message and docs/huggingface.md).
+    ``attention`` may be any variant with ``hf_convertible`` in ``gpam.functional.registry``
+    (:data:`CONVERTIBLE`): ``"softmax"`` computes the same function through gpam; variants
+    without a starting point equal to softmax change the outputs (fine-tune afterwards), and
+    those whose registry entry carries an ``hf_note`` say why with a warning. Variants that are
+    not convertible are refused with their ``hf_note`` (``diff``: the projection shapes change;
+    ``diff2``: it cannot start equal; see docs/huggingface.md). ``attn_kwargs``: the variant's
+    options and op keyword arguments, as for ``gpam.MultiheadAttention``.
     The settings are stored in ``model.config.gpam`` so :func:`load_converted` can rebuild it.
     Supported model types: see :data:`gpam.hf.SUPPORTED_MODEL_TYPES`.
     """
     transformers = require_transformers()
     if not isinstance(model, transformers.PreTrainedModel):
         raise TypeError(f"model must be a transformers PreTrainedModel, got {type(model).__name__}")
-    _check_args(attention, lam_neg, learnable_lambda, neg_query, lambda_mode, neg_init)
-    if lambda_mode is None:
-        lambda_mode = "head" if learnable_lambda else "fixed"
+    lambda_mode = _check_args(
+        attention, lam_neg, learnable_lambda, neg_query, lambda_mode, neg_init, attn_kwargs
+    )
+    note = variant_info(attention).hf_note
+    if note:
+        warnings.warn(f"attention={attention!r}: {note}", UserWarning, stacklevel=2)
     if is_converted(model):
         raise ValueError("model is already converted by gpam.hf.convert")
     fam = family_of(model)
@@ -130,16 +130,17 @@ def convert(
     chosen = _choose(found, layers)
     for i in chosen:
         _, module = found[i]
-        state = GpamAttentionState(
-            attention=attention,
+        state = build_state(
+            attention,
             num_heads=fam.num_heads(module),
             head_dim=fam.head_dim(module),
-            lam_neg=float(lam_neg),
-            learnable_lambda=learnable_lambda,
-            neg_query=neg_query,
             query_proj=fam.query_proj(module),
+            lam_neg=float(lam_neg),
             lambda_mode=lambda_mode,
+            neg_query=neg_query,
             neg_init=neg_init,
+            layer_idx=int(getattr(module, "layer_idx", i) or 0),
+            attn_kwargs=attn_kwargs,
         )
         module.add_module("gpam", state)
         attach_hooks(module, fam.rotary)
@@ -159,6 +160,7 @@ def convert(
             "neg_query": neg_query,
             "lambda_mode": lambda_mode,
             "neg_init": neg_init,
+            "attn_kwargs": dict(attn_kwargs or {}),
             "layers": chosen if layers is not None else None,
             "family": fam.name,
         },
@@ -168,7 +170,7 @@ def convert(
 
 def gpam_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The parameters :func:`convert` added (negative queries and learnable lambdas)."""
-    return [p for m in model.modules() if isinstance(m, GpamAttentionState) for p in m.parameters()]
+    return [p for m in model.modules() if isinstance(m, VariantParams) for p in m.parameters()]
 
 
 def lambdas(model: nn.Module) -> dict[str, list[float]]:
@@ -177,14 +179,14 @@ def lambdas(model: nn.Module) -> dict[str, list[float]]:
     For ``lambda_mode="token"`` layers: the value for a zero input, ``max(c, 0)`` per head.
     """
 
-    def per_head(m: GpamAttentionState) -> list[float]:
-        lam = m.lambda_proj.bias.clamp_min(0.0) if m.lambda_mode == "token" else m.lam_neg()
+    def per_head(m: VariantParams) -> list[float]:
+        lam = m.lambda_proj.bias.clamp_min(0.0) if m.lambda_mode == "token" else m.lambdas()[1]
         return lam.detach().float().cpu().tolist()
 
     return {
         name.removesuffix(".gpam"): per_head(m)
         for name, m in model.named_modules()
-        if isinstance(m, GpamAttentionState) and m.attention == "dagpam"
+        if isinstance(m, VariantParams) and m.attention == "dagpam"
     }
 
 
@@ -247,6 +249,7 @@ def load_converted(
     # settings written before lambda_mode / neg_init existed: their defaults
     kwargs["lambda_mode"] = settings.get("lambda_mode")
     kwargs["neg_init"] = settings.get("neg_init", "orthogonal")
+    kwargs["attn_kwargs"] = settings.get("attn_kwargs")
     model = convert(model, layers=settings.get("layers"), **kwargs)
     wanted = {
         name: t

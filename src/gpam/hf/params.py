@@ -1,13 +1,30 @@
-"""The parameters ``gpam.hf.convert`` adds to one attention layer: lambda and the negative query."""
+"""The gpam state ``gpam.hf.convert`` attaches to one attention layer: the variant's parameter
+module (``gpam.nn.variant.VariantParams``, the same class ``gpam.MultiheadAttention`` uses),
+built from the pretrained layer, plus the rotary helpers of transformers' convention."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from gpam.nn.multihead import LAMBDA_MODES, NEG_INITS, NEG_QUERIES
+from gpam.nn.dagpam import LAMBDA_MODES, NEG_INITS, NEG_QUERIES
+from gpam.nn.variant import LayerSpec, VariantParams, params_class, split_attn_kwargs
 
-__all__ = ["LAMBDA_MODES", "NEG_INITS", "NEG_QUERIES", "GpamAttentionState"]
+#: the class of every converted layer's ``gpam`` child (a ``VariantParams``; the name is kept
+#: for code written against earlier versions)
+GpamAttentionState = VariantParams
+
+__all__ = [
+    "LAMBDA_MODES",
+    "NEG_INITS",
+    "NEG_QUERIES",
+    "GpamAttentionState",
+    "apply_rope",
+    "build_state",
+    "unapply_rope",
+]
 
 
 def rotate_half(x: Tensor) -> Tensor:
@@ -28,136 +45,38 @@ def unapply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return (x * cos - rotate_half(x) * sin) / (cos * cos + sin * sin)
 
 
-class GpamAttentionState(nn.Module):
-    """Per-layer gpam settings and daGPAM parameters, attached to a transformers attention layer.
+def build_state(
+    attention: str,
+    *,
+    num_heads: int,
+    head_dim: int,
+    query_proj: tuple[Tensor, Tensor | None],
+    lam_neg: float = 0.0,
+    lambda_mode: str = "head",
+    neg_query: str = "linear",
+    neg_init: str = "orthogonal",
+    layer_idx: int = 0,
+    attn_kwargs: dict[str, Any] | None = None,
+) -> VariantParams:
+    """The variant's parameter module for a pretrained layer (``pretrained=True``), on the query
+    projection's device and in its dtype (lambdas float32 or wider).
 
-    ``lam_neg`` is one value per head: a learnable parameter (kept >= 0 by a straight-through
-    clamp, so an exact 0 start still receives gradient) or a fixed buffer, always float32 (also
-    in bf16/fp16 models and after ``.to(dtype)``); the maps below are built in float32 and cast
-    to the model's dtype. The negative query
-    (``neg_query``): ``"linear"``: ``Q_neg[h] = Q_pos[h] @ W[h]``, ``W (H, D, D)`` initialised to
-    random orthogonal matrices (as ``gpam.MultiheadAttention``); ``"full"``: its own projection
-    ``(E -> H*D)`` of the layer input, initialised to the pretrained query projection followed by
-    the same kind of orthogonal map; ``"negate"``: ``Q_neg = -Q_pos`` (no parameters);
-    ``"relu_linear"``: ``ReLU(Q_pos[h]) @ W[h]``. ``neg_init="neg_identity"`` starts W at -I
-    (``"full"``: minus the pretrained query projection). ``lambda_mode="token"``: ``lam_neg`` per
-    token, ``max(x A^T + c, 0)`` (same clamp) from the layer input x, A = 0 and c = ``lam_neg``
-    at start (float32, like the per-head lambda), so a converted model starts exact. With rotary
-    positions the map acts on the query before rotation; ``Q_neg`` is then rotated as ``Q_pos``.
+    ``query_proj = (weight (H*D, E), bias (H*D,) or None)``. daGPAM: ``lam_neg`` per head
+    (learnable ``"head"``, fixed buffer ``"fixed"``, or ``"token"``: ``max(x A^T + c, 0)`` with
+    A = 0, c = ``lam_neg`` at start, so a converted model starts exact at ``lam_neg=0``); the
+    negative query as ``gpam.MultiheadAttention``'s, ``"full"`` starting from the pretrained
+    query projection. ``attn_kwargs``: the variant's options and op keyword arguments (as the
+    layer's); the op's part is kept as ``state.op_kwargs``.
     """
-
-    def __init__(
-        self,
-        *,
-        attention: str,
-        num_heads: int,
-        head_dim: int,
-        lam_neg: float = 0.0,
-        learnable_lambda: bool = True,
-        neg_query: str = "linear",
-        query_proj: tuple[Tensor, Tensor | None] | None = None,
-        lambda_mode: str | None = None,
-        neg_init: str = "orthogonal",
-    ) -> None:
-        super().__init__()
-        self.attention, self.num_heads, self.head_dim = attention, num_heads, head_dim
-        if lambda_mode is None:
-            lambda_mode = "head" if learnable_lambda else "fixed"
-        self.neg_query, self.neg_init, self.lambda_mode = neg_query, neg_init, lambda_mode
-        self.learnable_lambda = lambda_mode == "head"
-        if attention != "dagpam":
-            return
-        ref = query_proj[0] if query_proj is not None else torch.empty(0)
-        dtype = ref.dtype if ref.numel() else torch.get_default_dtype()
-        # New parameters are initialised in float32 (orthogonal_'s QR has no half kernels) and
-        # then cast to the model's dtype; lam_neg stays float32 (a bf16 lambda would round
-        # gradient steps away), it is cast to the activations' dtype where it is used.
-        init = {"device": ref.device, "dtype": torch.float32}
-        lam = torch.full((num_heads,), float(lam_neg), **init)
-        if lambda_mode == "head":
-            self.lam_neg_param = nn.Parameter(lam)
-        elif lambda_mode == "token":
-            if query_proj is None:
-                raise ValueError("query_proj is required for lambda_mode='token'")
-            self.lambda_proj = nn.Linear(ref.shape[1], num_heads, **init)
-            with torch.no_grad():
-                self.lambda_proj.weight.zero_()
-                self.lambda_proj.bias.copy_(lam)
-        else:
-            self.register_buffer("lam_neg_value", lam)
-        if neg_query == "negate":
-            return
-        rot = torch.empty(num_heads, head_dim, head_dim, **init)
-        if neg_init == "neg_identity":
-            rot.copy_(-torch.eye(head_dim, **init).expand_as(rot))
-        else:
-            for h in range(num_heads):
-                nn.init.orthogonal_(rot[h])
-        if neg_query in ("linear", "relu_linear"):
-            self.neg_weight = nn.Parameter(rot.to(dtype))
-            return
-        if query_proj is None:
-            raise ValueError("query_proj is required for neg_query='full'")
-        w, b = query_proj  # (H*D, E), (H*D,)
-        hd, e = w.shape
-        proj = nn.Linear(e, hd, bias=b is not None, device=ref.device, dtype=dtype)
-        with torch.no_grad():
-            w_heads = w.detach().float().view(num_heads, head_dim, e)
-            proj.weight.copy_(torch.einsum("hde,hdf->hfe", w_heads, rot).reshape(hd, e))
-            if b is not None:
-                b_heads = b.detach().float().view(num_heads, head_dim)
-                proj.bias.copy_(torch.einsum("hd,hdf->hf", b_heads, rot).flatten())
-        self.q_neg_proj = proj
-
-    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
-        """``nn.Module._apply``; ``lam_neg`` stays float32 under ``.to(dtype)`` / ``.half()``."""
-        super()._apply(fn, recurse)
-        proj = getattr(self, "lambda_proj", None)
-        extra = [] if proj is None else [proj.weight, proj.bias]
-        for t in [getattr(self, n, None) for n in ("lam_neg_param", "lam_neg_value")] + extra:
-            if t is not None and t.is_floating_point() and t.dtype != torch.float32:
-                t.data = t.data.float()
-        return self
-
-    def lam_neg(self, hidden: Tensor | None = None) -> Tensor:
-        """``lam_neg`` >= 0 in the forward pass: per head (H,), or per token (B, H, T, 1) from
-        the layer input ``hidden`` (B, T, E) with ``lambda_mode="token"``."""
-        if self.lambda_mode == "token":
-            if hidden is None:
-                raise RuntimeError("gpam: lambda_mode='token' did not receive the layer input")
-            raw = self.lambda_proj(hidden.float()).transpose(1, 2).unsqueeze(-1)
-            return raw + (raw.clamp_min(0.0) - raw).detach()
-        if self.learnable_lambda:
-            raw = self.lam_neg_param
-            return raw + (raw.clamp_min(0.0) - raw).detach()
-        return self.lam_neg_value
-
-    def negative_query(
-        self, q: Tensor, hidden: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None
-    ) -> Tensor:
-        """``Q_neg (B, H, T, D)`` from the (rotated, when ``rope``) positive query ``q``.
-
-        ``hidden (B, T, E)`` is the layer input (needed by ``"full"``); ``rope = (cos, sin)``,
-        each ``(B, T, D)``, the rotary embedding already applied to ``q``.
-        """
-        if self.neg_query == "negate":
-            return -q
-        if self.neg_query == "full":
-            if hidden is None:
-                raise RuntimeError("gpam: neg_query='full' did not receive the layer input")
-            b, t, _ = hidden.shape
-            q_neg = self.q_neg_proj(hidden).view(b, t, self.num_heads, self.head_dim)
-            q_neg = q_neg.transpose(1, 2)
-            return apply_rope(q_neg, *rope) if rope is not None else q_neg
-        base = unapply_rope(q, *rope) if rope is not None else q
-        if self.neg_query == "relu_linear":
-            base = torch.relu(base)
-        q_neg = torch.einsum("bhld,hde->bhle", base, self.neg_weight)
-        return apply_rope(q_neg, *rope) if rope is not None else q_neg
-
-    def extra_repr(self) -> str:
-        s = f"attention={self.attention!r}, num_heads={self.num_heads}, head_dim={self.head_dim}"
-        if self.attention == "dagpam":
-            s += f", neg_query={self.neg_query!r}, neg_init={self.neg_init!r}"
-            s += f", lambda_mode={self.lambda_mode!r}"
-        return s
+    weight, bias = query_proj
+    options, op_kwargs = split_attn_kwargs(attention, attn_kwargs)
+    spec = LayerSpec(
+        attention, weight.shape[1], num_heads, head_dim, num_heads, bias is not None, layer_idx,
+        weight.device, weight.dtype, lam_neg, None, True, lambda_mode, "clamp", neg_query,
+        neg_init, options,
+    )  # fmt: skip
+    cls = params_class(attention) or VariantParams
+    cls.check(spec)
+    state = cls(spec, query_proj, pretrained=True)
+    state.op_kwargs = op_kwargs
+    return state

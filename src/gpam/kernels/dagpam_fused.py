@@ -246,12 +246,15 @@ def dagpam_fused(
     q_neg: Tensor,
     k: Tensor,
     v: Tensor,
-    lam_pos: float | Tensor,
+    lam_pos: float | Tensor | None,
     lam_neg: float | Tensor,
     causal: bool = False,
     scale: float | None = None,
 ) -> Tensor:
     """Fused daGPAM: ``lam_pos * A_pos v - lam_neg * A_neg v`` (B, H, Lq, D).
+
+    ``lam_pos=None`` is the affine form ``1 + lam_neg``, mixed with lambda at its own precision
+    (``gpam.functional.dagpam.affine_mix``: no rounding of ``1 + lam_neg`` in bf16).
 
     q_pos, q_neg (B, H, Lq, D); k, v (B, Hkv, Lk, D) with Hkv dividing H (query head ``h`` uses
     K/V head ``h // (H / Hkv)``, no copy); ``lam_*`` floats or tensors of shape (H,) /
@@ -280,6 +283,9 @@ def dagpam_fused(
         raise ValueError(f"q heads ({heads}) must be a multiple of k heads ({k.shape[1]})")
     s = 1.0 / math.sqrt(q_pos.shape[-1]) if scale is None else float(scale)
     o_pos, o_neg = _DagpamFusedFn.apply(q_pos, q_neg, k, v, bool(causal), s)
-    lp = _as_head_lambda("lam_pos", lam_pos, heads)
     ln = _as_head_lambda("lam_neg", lam_neg, heads)
-    return lp * o_pos - ln * o_neg
+    if lam_pos is None:
+        from gpam.functional.dagpam import affine_mix
+
+        return affine_mix(o_pos, o_neg, ln)
+    return _as_head_lambda("lam_pos", lam_pos, heads) * o_pos - ln * o_neg

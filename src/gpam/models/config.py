@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from gpam.functional.registry import VARIANTS
-from gpam.nn.multihead import LAMBDA_MODES, LAMBDA_PARAMS, NEG_INITS, NEG_QUERIES
+from gpam.nn.dagpam import check_dagpam_settings
+from gpam.nn.variant import LayerSpec, params_class, split_attn_kwargs
 
 NORMS = ("pre", "post")
 POSITIONS = ("sinusoidal", "learned", "rotary")
@@ -44,17 +45,6 @@ def _check_float(name: str, value: Any, lo: float, hi: float, hi_open: bool = Fa
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-
-
-def _check_lambda(name: str, value: Any, allow_none: bool) -> None:
-    if value is None:
-        if not allow_none:
-            raise ValueError(f"{name} must be a number >= 0, got None")
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{name} must be a finite number, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
 
 
 @dataclass(kw_only=True)
@@ -131,42 +121,27 @@ class _CommonConfig:
         variants = attention_variants()
         for name, value in kinds.items():
             _check_choice(name, value, variants)
-            kvh = self.kv_heads or self.n_heads
-            if value == "diff" and (self.n_heads % 2 or kvh % 2):
-                raise ValueError(
-                    f"{name}='diff' needs even n_heads and kv_heads (got {self.n_heads}, {kvh})"
-                )
-        _check_lambda("lam_neg", self.lam_neg, allow_none=False)
-        _check_lambda("lam_pos", self.lam_pos, allow_none=True)
-        if not isinstance(self.affine, bool):
-            raise TypeError(f"affine must be a bool, got {self.affine!r}")
-        if not self.affine and self.lam_pos is None:
-            raise ValueError(
-                "lam_pos must be given when affine=False (rows then sum to lam_pos - lam_neg)"
-            )
-        if self.affine and self.lam_pos is not None:
-            raise ValueError("lam_pos is fixed to 1 + lam_neg when affine=True; set affine=False")
-        _check_choice("lambda_param", self.lambda_param, LAMBDA_PARAMS)
-        if not isinstance(self.learnable_lambda, bool):
-            raise TypeError(f"learnable_lambda must be a bool, got {self.learnable_lambda!r}")
-        _check_choice("lambda_mode", self.lambda_mode, LAMBDA_MODES)
-        # learnable_lambda=True (older configs) is an alias of lambda_mode="head"
-        if self.learnable_lambda and self.lambda_mode == "fixed":
-            self.lambda_mode = "head"
-        if self.learnable_lambda and self.lambda_mode != "head":
-            raise ValueError(
-                "learnable_lambda=True is an alias of lambda_mode='head'; it conflicts with "
-                f"lambda_mode={self.lambda_mode!r}"
-            )
+        self.lambda_mode = check_dagpam_settings(
+            lam_neg=self.lam_neg, lam_pos=self.lam_pos, affine=self.affine,
+            lambda_mode=self.lambda_mode, learnable_lambda=self.learnable_lambda,
+            lambda_param=self.lambda_param, neg_query=self.neg_query, neg_init=self.neg_init,
+        )  # fmt: skip
         self.learnable_lambda = self.lambda_mode == "head"
-        _check_choice("neg_query", self.neg_query, NEG_QUERIES)
-        _check_choice("neg_init", self.neg_init, NEG_INITS)
         if self.kv_heads is not None:
             _check_int("kv_heads", self.kv_heads)
             if self.n_heads % self.kv_heads:
                 raise ValueError(f"kv_heads={self.kv_heads} must divide n_heads={self.n_heads}")
         if not isinstance(self.bias, bool):
             raise TypeError(f"bias must be a bool, got {self.bias!r}")
+        kvh = self.kv_heads or self.n_heads
+        for name, value in kinds.items():  # the variant's own size rules (e.g. diff's pairs)
+            cls = params_class(value)
+            if cls is not None:
+                shape = (self.d_model, self.n_heads, self.d_model // self.n_heads, kvh)
+                try:
+                    cls.check(LayerSpec(value, *shape))
+                except ValueError as err:
+                    raise ValueError(f"{name}={value!r}: {err}") from None
         if not isinstance(self.attn_kwargs, dict):
             raise TypeError(
                 "attn_kwargs must be a dict keyed by variant name, e.g. "
@@ -178,6 +153,7 @@ class _CommonConfig:
                     "attn_kwargs must map variant names to keyword dicts, e.g. "
                     f"{{'coda': {{'alpha': 2.0}}}}; got key {k!r} -> {v!r}"
                 )
+            split_attn_kwargs(k, v)  # keys the layer sets (is_causal, masks, ...) are refused
         _check_layers(self.attention_layers, stacks)
         _check_choice("norm", self.norm, NORMS)
         _check_choice("positions", self.positions, POSITIONS)

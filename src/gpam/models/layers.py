@@ -18,8 +18,8 @@ def build_attention(
 ) -> MultiheadAttention:
     """A ``gpam.MultiheadAttention`` of ``variant`` with the config's lambda and layer settings.
 
-    daGPAM layers get ``lam_neg``/``lam_pos``/``affine``/``lambda_mode``/``lambda_param``/
-    ``neg_query``/``neg_init``;
+    Every layer gets the daGPAM settings (``lam_neg``/``lam_pos``/``affine``/``lambda_mode``/
+    ``lambda_param``/``neg_query``/``neg_init``; only daGPAM's parameter module reads them);
     ``attn_kwargs[variant]`` goes to layers of that variant only.
     """
     kwargs: dict[str, Any] = {
@@ -28,17 +28,14 @@ def build_attention(
         "bias": cfg.bias,
         "dropout": cfg.attention_dropout,
         "layer_idx": layer_idx,
+        "lam_neg": float(cfg.lam_neg),
+        "lam_pos": None if cfg.lam_pos is None else float(cfg.lam_pos),
+        "affine": cfg.affine,
+        "lambda_mode": cfg.lambda_mode,
+        "lambda_param": cfg.lambda_param,
+        "neg_query": cfg.neg_query,
+        "neg_init": cfg.neg_init,
     }
-    if variant == "dagpam":
-        kwargs.update(
-            lam_neg=float(cfg.lam_neg),
-            lam_pos=None if cfg.lam_pos is None else float(cfg.lam_pos),
-            affine=cfg.affine,
-            lambda_mode=cfg.lambda_mode,
-            lambda_param=cfg.lambda_param,
-            neg_query=cfg.neg_query,
-            neg_init=cfg.neg_init,
-        )
     extra = cfg.attn_kwargs.get(variant)
     if extra:
         kwargs["attn_kwargs"] = dict(extra)
@@ -178,7 +175,7 @@ class TransformerLayer(nn.Module):
                 kv_cache=self_cache,
                 rotary=rotary,
             )
-            return (out[0] if self_cache is not None else out), None
+            return (out.output if self_cache is not None else out), None
 
         x, _ = self._residual(x, self.norm1, self_fn)
         if self.cross_attn is not None:
@@ -189,7 +186,7 @@ class TransformerLayer(nn.Module):
                 out = self.cross_attn(
                     h, memory, memory, key_padding_mask=memory_padding_mask, kv_cache=cross_cache
                 )
-                return (out[0] if cross_cache is not None else out), None
+                return (out.output if cross_cache is not None else out), None
 
             x, _ = self._residual(x, self.norm2, cross_fn)
         x, _ = self._residual(x, self.norm3, lambda h: (self.mlp(h), None))
