@@ -47,7 +47,7 @@ def difference_weights(
     """``lam_pos * A_pos - lam_neg * A_neg`` of two masked softmax maps: (B, H, Lq, Lk).
 
     ``lam_pos=None`` means 1 (no multiply). ``affine=True``: ``lam_pos = 1 + lam_neg`` (ignored
-    here), mixed as ``lerp(A_pos, A_neg, -lam_neg)`` (``gpam.functional.dagpam.affine_mix``).
+    here), mixed as ``lerp(A_pos, A_neg, -lam_neg)`` (``gpam.functional.lambdas.affine_mix``).
     Each map gets its own dropout mask (the explicit paths of daGPAM, Diff and Diff V2).
     """
     a_pos = softmax_map(m, q_pos, k_pos, scale, dropout_p)

@@ -24,7 +24,7 @@ from gpam.functional._checks import (
     sdpa_mask,
 )
 from gpam.functional._prep import difference_weights
-from gpam.functional.lambdas import check_lambda_shape
+from gpam.functional.lambdas import affine_mix, check_lambda_shape
 
 
 def resolve_lambdas(
@@ -119,17 +119,6 @@ def dagpam_attention(
     else:
         out = lp * o_pos - ln * o_neg
     return out if dead is None else out.masked_fill(dead, 0.0)
-
-
-def affine_mix(pos: Tensor, neg: Tensor, lam_neg: float | Tensor) -> Tensor:
-    """``(1 + lam_neg) * pos - lam_neg * neg`` as ``lerp(pos, neg, -lam_neg)``: one fused op
-    with lambda at its own precision, exact at ``lam_neg = 0``.
-
-    The weight ``1 + lam_neg`` of the other form would round, for a tensor lambda in bf16, to
-    bf16's spacing near 1 (2^-7), merging small lambdas into one output. Float and tensor
-    lambdas take the same form, so a per-token lambda equal to a fixed one gives the same bits.
-    """
-    return torch.lerp(pos, neg, -lam_neg if isinstance(lam_neg, Tensor) else -float(lam_neg))
 
 
 #: device types whose default daGPAM path is one SDPA call over 2H query heads; elsewhere two

@@ -1,4 +1,5 @@
-"""Validation of lambda tensors that vary per head and per query token (shape (B, H, Lq, 1))."""
+"""Validation of lambda tensors that vary per head and per query token (shape (B, H, Lq, 1)), and
+the affine mix of two attention outputs by lambda (shared by the SDPA path and the fused kernel)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from torch import Tensor
 
 from gpam.functional._checks import as_lambda, check_lambda
 
-__all__ = ["check_lambda", "check_lambda_shape", "check_token_lambda"]
+__all__ = ["affine_mix", "check_lambda", "check_lambda_shape", "check_token_lambda"]
 
 
 def check_lambda_shape(name: str, value: float | Tensor, target: tuple[int, int, int]) -> None:
@@ -48,3 +49,14 @@ def check_token_lambda(
     check_lambda_shape(name, value, target)
     value = as_lambda(name, value, target[1], ref, nonnegative=nonnegative)
     return value.to(device=ref.device) if isinstance(value, Tensor) else value
+
+
+def affine_mix(pos: Tensor, neg: Tensor, lam_neg: float | Tensor) -> Tensor:
+    """``(1 + lam_neg) * pos - lam_neg * neg`` as ``lerp(pos, neg, -lam_neg)``: one fused op
+    with lambda at its own precision, exact at ``lam_neg = 0``.
+
+    The weight ``1 + lam_neg`` of the other form would round, for a tensor lambda in bf16, to
+    bf16's spacing near 1 (2^-7), merging small lambdas into one output. Float and tensor
+    lambdas take the same form, so a per-token lambda equal to a fixed one gives the same bits.
+    """
+    return torch.lerp(pos, neg, -lam_neg if isinstance(lam_neg, Tensor) else -float(lam_neg))

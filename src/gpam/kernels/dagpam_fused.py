@@ -254,7 +254,7 @@ def dagpam_fused(
     """Fused daGPAM: ``lam_pos * A_pos v - lam_neg * A_neg v`` (B, H, Lq, D).
 
     ``lam_pos=None`` is the affine form ``1 + lam_neg``, mixed with lambda at its own precision
-    (``gpam.functional.dagpam.affine_mix``: no rounding of ``1 + lam_neg`` in bf16).
+    (``gpam.functional.lambdas.affine_mix``: no rounding of ``1 + lam_neg`` in bf16).
 
     q_pos, q_neg (B, H, Lq, D); k, v (B, Hkv, Lk, D) with Hkv dividing H (query head ``h`` uses
     K/V head ``h // (H / Hkv)``, no copy); ``lam_*`` floats or tensors of shape (H,) /
@@ -285,7 +285,7 @@ def dagpam_fused(
     o_pos, o_neg = _DagpamFusedFn.apply(q_pos, q_neg, k, v, bool(causal), s)
     ln = _as_head_lambda("lam_neg", lam_neg, heads)
     if lam_pos is None:
-        from gpam.functional.dagpam import affine_mix
+        from gpam.functional.lambdas import affine_mix
 
         return affine_mix(o_pos, o_neg, ln)
     return _as_head_lambda("lam_pos", lam_pos, heads) * o_pos - ln * o_neg
