@@ -140,6 +140,65 @@ def test_optimizer_and_rng_state_round_trip():
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
 
 
+def _adam_after_steps(model: torch.nn.Module) -> torch.optim.Optimizer:
+    from gpam.train.params import parameter_groups
+
+    opt = torch.optim.AdamW(parameter_groups(model, 0.01), lr=1e-2)
+    for _ in range(2):
+        model(torch.randn(2, 5, 16), is_causal=True).sum().backward()
+        opt.step()
+        opt.zero_grad()
+    return opt
+
+
+def test_optimizer_state_lands_on_the_parameter_of_the_same_name():
+    """An optimiser state saved with another parameter order (gpam 0.1 registered a daGPAM
+    layer's neg_weight / lambdas before its projections, without the ``variant.`` level) is
+    matched to the parameters by name, not by position."""
+    import gpam
+    from gpam.train.params import parameter_groups
+
+    torch.manual_seed(0)
+    model = gpam.MultiheadAttention(16, 4, attention="dagpam", learnable_lambda=True)
+    opt = _adam_after_steps(model)
+    tensors, meta = optimizer_state(opt)
+    meta = json.loads(json.dumps(meta))
+    # rewrite it as gpam 0.1 saved it: variant parameters first in their group, older names
+    old_tensors, old_scalars = {}, {}
+    for g in meta["param_groups"]:
+        order = sorted(range(len(g["names"])), key=lambda i: "variant." not in g["names"][i])
+        ids = [g["params"][i] for i in order]
+        new_ids = sorted(g["params"])
+        for old_id, new_id in zip(ids, new_ids):
+            for k, v in tensors.items():
+                if k.startswith(f"opt/{old_id}/"):
+                    old_tensors[f"opt/{new_id}/" + k.split("/", 2)[2]] = v
+            for k, v in meta["scalars"].items():
+                if k.startswith(f"{old_id}/"):
+                    old_scalars[f"{new_id}/" + k.split("/", 1)[1]] = v
+        g["names"] = [g["names"][i].replace("variant.", "") for i in order]
+        g["params"] = new_ids
+    meta["scalars"] = old_scalars
+    opt2 = torch.optim.AdamW(parameter_groups(model, 0.01), lr=5.0)
+    load_optimizer_state(opt2, old_tensors, meta)
+    for p in model.parameters():
+        for k, v in opt.state[p].items():
+            assert torch.equal(torch.as_tensor(v), torch.as_tensor(opt2.state[p][k]))
+
+
+def test_optimizer_state_of_other_parameters_is_refused():
+    import gpam
+    from gpam.train.params import parameter_groups
+
+    torch.manual_seed(0)
+    opt = _adam_after_steps(gpam.MultiheadAttention(16, 4, attention="dagpam"))
+    tensors, meta = optimizer_state(opt)
+    other = gpam.MultiheadAttention(16, 4, attention="diff")
+    opt2 = torch.optim.AdamW(parameter_groups(other, 0.01), lr=1e-2)
+    with pytest.raises(ValueError, match="other parameters than this model"):
+        load_optimizer_state(opt2, tensors, json.loads(json.dumps(meta)))
+
+
 def test_schedules():
     inv = [lr_factor("inverse_sqrt", s, 10, 0.0) for s in (1, 5, 10, 40, 160)]
     assert inv[:3] == [0.1, 0.5, 1.0] and inv[3] == pytest.approx(0.5) and inv[4] == 0.25

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -121,7 +122,43 @@ def load_optimizer_state(
     for name, v in meta["scalars"].items():
         pid, k = name.split("/", 1)
         state.setdefault(int(pid), {})[k] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    groups = meta["param_groups"]
+    if all("names" in g for g in groups):
+        state, groups = _by_name(opt, state, groups)
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _plain_name(name: str) -> str:
+    """A parameter name without the ``variant.`` level that gpam 0.2 added inside attention
+    layers (``attn.variant.neg_weight`` and ``attn.neg_weight`` are one parameter)."""
+    return re.sub(r"(^|\.)variant\.", r"\1", name)
+
+
+def _by_name(
+    opt: torch.optim.Optimizer, state: dict[int, dict[str, Any]], groups: list[dict]
+) -> tuple[dict[int, dict[str, Any]], list[dict]]:
+    """``state`` and ``groups`` re-keyed so that each saved parameter's state lands on the
+    parameter of the same name in ``opt`` (torch matches them by position, and the order of a
+    layer's parameters changed when its variant state moved into ``mha.variant``). ValueError
+    when the saved and current parameters differ."""
+    now = opt.state_dict()["param_groups"]
+    if len(now) != len(groups) or not all("names" in g for g in now):
+        return state, groups
+    ids = {_plain_name(n): pid for g in now for n, pid in zip(g["names"], g["params"])}
+    saved = {_plain_name(n): pid for g in groups for n, pid in zip(g["names"], g["params"])}
+    for gs, gn in zip(groups, now):
+        if sorted(map(_plain_name, gs["names"])) != sorted(map(_plain_name, gn["names"])):
+            missing = sorted(set(saved) ^ set(ids))[:4]
+            raise ValueError(
+                "resume: the checkpoint's optimiser holds other parameters than this model "
+                f"(differing: {', '.join(missing) or 'their grouping'})"
+            )
+    remap = {saved[n]: ids[n] for n in saved}
+    new_state = {remap[pid]: st for pid, st in state.items()}
+    new_groups = [
+        {**gs, "params": gn["params"], "names": gn["names"]} for gs, gn in zip(groups, now)
+    ]
+    return new_state, new_groups
 
 
 def checkpoint_dir(root: Path, step: int) -> Path:
