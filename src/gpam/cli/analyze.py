@@ -14,6 +14,7 @@ from gpam.cli._common import (
     non_negative_float,
     positive_int,
 )
+from gpam.cli.analyze_trainability import register_trainability
 from gpam.functional import VARIANTS
 from gpam.nn.multihead import NEG_INITS, NEG_QUERIES
 
@@ -212,6 +213,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_out(gr)
     gr.set_defaults(func=_gradients)
     _register_phase(asub)
+    register_trainability(asub)
 
 
 def _register_phase(asub: argparse._SubParsersAction) -> None:
