@@ -68,7 +68,8 @@ def summarize(records: Sequence[dict], unigram: float, margin: float) -> list[di
         recs = sorted(recs, key=lambda r: r["fingerprint"]["seed"])
         losses = [r["val_loss"] for r in recs]
         finite = [v for v in losses if v is not None]
-        mean, std = _mean_std(finite) if finite else (None, None)
+        complete = bool(finite) and len(finite) == len(losses)
+        mean, std = _mean_std(finite) if complete else (None, None)
         fp = recs[0]["fingerprint"]
         rows.append(
             {
@@ -81,8 +82,8 @@ def summarize(records: Sequence[dict], unigram: float, margin: float) -> list[di
                 "skip_weight": a,
                 "seeds": [r["fingerprint"]["seed"] for r in recs],
                 "val_loss": losses,
-                "val_loss_mean": mean if len(finite) == len(losses) else None,
-                "val_loss_std": std if len(finite) == len(losses) else None,
+                "val_loss_mean": mean,
+                "val_loss_std": std,
                 "rel_unigram": None if mean is None else mean / unigram,
                 "trains": trains(losses, unigram, margin),
                 "diverged": sum(r["stopped"] == "diverged" for r in recs),
