@@ -242,9 +242,10 @@ def write_trainability(result: dict, out: Path) -> list[Path]:
         f"(and a separate negative-query projection) times the qk gain at initialisation; "
         f"{cfg['steps']} AdamW steps (lr {cfg['lr']:g}, batch {cfg['batch']} x {cfg['length']}) "
         f"per cell; seeds {', '.join(str(s) for s in cfg['seeds'])}; "
-        f"{t['cells']} cells ({t['reused']} read back), {t['wall_s']:.0f} s wall.",
+        f"{t['cells']} cells ({t['reused']} read back from an earlier run), {t['wall_s']:.0f} s "
+        f"wall for this call; the cells' own training took {t['cells_wall_s']:.0f} s wall in all.",
         "",
-        f"Unigram loss of the held-out text: {fmt(unigram)} nats. {result['rule']}",
+        f"Unigram loss of the held-out text: {unigram:.4f} nats. {result['rule']}",
         "",
         summary_sentence(rows, cfg["skip_weights"]),
         "",
