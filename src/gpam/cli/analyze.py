@@ -18,6 +18,7 @@ from gpam.cli._common import (
     positive_int,
     variant_names,
 )
+from gpam.cli.analyze_trainability import register_trainability
 
 STACK_ARCHITECTURES = ("attention", "attention_skip", "preln")  # rank-collapse's default
 #: the analyses' keyword arguments -> the option dests that hold them (``--d-model`` is the
@@ -208,6 +209,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_out(gr)
     gr.set_defaults(func=_gradients)
     _register_phase(asub)
+    register_trainability(asub)
 
 
 def _register_phase(asub: argparse._SubParsersAction) -> None:
