@@ -1,11 +1,15 @@
 """The compute multiplier of each setting over softmax, from runs at several model sizes.
 
 Per setting, the seed means of loss and training FLOPs at each size are fitted by a power law
-``L = a * C^-b`` (least squares of ``log L`` on ``log C``). A setting's multiplier at a size is
-the softmax compute whose fitted loss equals the setting's loss there, divided by the setting's
-compute: ``M = C_softmax(L) / C``. ``M > 1``: softmax needs M times the compute for the same loss.
-The softmax fit is inverted only inside the compute range softmax was measured at; a loss it does
-not reach there is "not reached" (above: softmax would need more compute than its largest run,
+``L = a * C^-b`` (least squares of ``log L`` on ``log C``; reported with its RMS residual). A
+setting's multiplier at a size is the softmax compute that reaches the setting's loss there,
+divided by the setting's compute: ``M = C_softmax(L) / C``; ``M > 1``: softmax needs M times the
+compute for the same loss. Softmax's compute for a loss is read (``method``) by log-linear
+interpolation between its measured sizes (``"interp"``, the default: it goes through softmax's
+measured points, so a poor power law cannot move the answer; it needs softmax's loss to fall
+with every size, else the cell is :data:`FLAT`) or from its power-law fit (``"power"``). Either
+is read only inside the compute range softmax was measured at; a loss it does not reach there
+is "not reached" (above: softmax would need more compute than its largest run,
 so ``M > c_max / C``; below: ``M < c_min / C``), never an extrapolation. The 95 % interval
 resamples seeds with replacement, the same seeds for every setting and size (paired), and
 recomputes the means, softmax's fit and every multiplier; the trend is the slope of ``log M``
@@ -22,6 +26,11 @@ from typing import Any
 import numpy as np
 
 FORM = "power law L = a * C^-b, least squares of log L on log C over the seed means per size"
+METHODS = {
+    "interp": "log-linear interpolation of softmax's seed-mean loss between its measured sizes "
+    "(log L linear in log C on each segment)",
+    "power": "softmax's power-law fit",
+}
 REACHED, ABOVE, BELOW, FLAT = "reached", "above", "below", "flat"
 
 
@@ -51,6 +60,34 @@ class PowerLaw:
         if log_c < math.log(self.c_min) - 1e-9:
             return None, BELOW
         return math.exp(log_c), REACHED
+
+
+@dataclass(frozen=True)
+class LogInterp:
+    """Softmax's measured seed means, log-linear between them, for inversion."""
+
+    compute: tuple[float, ...]  # increasing
+    loss: tuple[float, ...]
+
+    @property
+    def c_min(self) -> float:
+        return self.compute[0]
+
+    @property
+    def c_max(self) -> float:
+        return self.compute[-1]
+
+    def compute_for(self, loss: float) -> tuple[float | None, str]:
+        """As :meth:`PowerLaw.compute_for`; :data:`FLAT` unless the loss falls at every size."""
+        ls = np.log(self.loss)
+        if not np.all(np.diff(ls) < 0):
+            return None, FLAT
+        y = math.log(loss)
+        if y > ls[0] + 1e-12:
+            return None, BELOW
+        if y < ls[-1] - 1e-12:
+            return None, ABOVE
+        return float(np.exp(np.interp(y, ls[::-1], np.log(self.compute)[::-1]))), REACHED
 
 
 def fit_power_law(compute: Sequence[float], loss: Sequence[float]) -> PowerLaw:
@@ -84,11 +121,15 @@ def _means(points: list[dict[str, Any]], seeds: Sequence[int]) -> dict[tuple[str
 
 
 def _multipliers(
-    means: dict[tuple[str, str], tuple], base: str, sizes: list[str]
-) -> tuple[dict[tuple[str, str], tuple[float, str]], PowerLaw]:
+    means: dict[tuple[str, str], tuple], base: str, sizes: list[str], method: str = "interp"
+) -> tuple[dict[tuple[str, str], tuple[float, str]], PowerLaw | LogInterp]:
     """Every cell's ``(multiplier, status)``: the value when reached, ``inf`` above the range,
-    0 below it, nan when softmax's fit is flat."""
-    fit = fit_power_law(*zip(*(means[(base, s)] for s in sizes)))
+    0 below it, nan when softmax's curve does not fall with compute."""
+    pts = sorted(means[(base, s)] for s in sizes)
+    if method == "power":
+        fit: PowerLaw | LogInterp = fit_power_law(*zip(*pts))
+    else:
+        fit = LogInterp(tuple(c for c, _ in pts), tuple(x for _, x in pts))
     out = {}
     for (lab, size), (c, loss) in means.items():
         cs, status = fit.compute_for(loss)
@@ -116,7 +157,11 @@ def _interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
 
 
 def compute_multipliers(
-    points: list[dict[str, Any]], base: str = "softmax", n_boot: int = 2000, seed: int = 0
+    points: list[dict[str, Any]],
+    base: str = "softmax",
+    n_boot: int = 2000,
+    seed: int = 0,
+    method: str = "interp",
 ) -> dict[str, Any]:
     """Multipliers of every label over ``base`` at each size, with 95 % paired-bootstrap
     intervals over seeds, each label's own power-law fit and the trend over size.
@@ -125,6 +170,8 @@ def compute_multipliers(
     every (label, size) cell has are used (pairing). Returns ``{"form", "base", "seeds",
     "sizes", "fits", "cells", "trend"}`` (see :func:`gpam.compare.scaling.write_scaling_report`).
     """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
     if not points:
         raise ValueError("points must hold at least one run")
     cells = {(p["label"], p["size"]) for p in points}
@@ -140,7 +187,7 @@ def compute_multipliers(
         raise ValueError("no seed was run in every (label, size) cell: nothing to pair")
     points = [p for p in points if p["seed"] in seeds]
     means = _means(points, seeds)
-    point, base_fit = _multipliers(means, base, sizes)
+    point, base_fit = _multipliers(means, base, sizes, method)
     labels = sorted({lab for lab, _ in cells}, key=lambda lab: (lab != base, lab))
     rng = np.random.default_rng(seed)
     boot = {cell: np.empty(n_boot) for cell in means}
@@ -148,7 +195,7 @@ def compute_multipliers(
     for i in range(n_boot):
         pick = [seeds[j] for j in rng.integers(0, len(seeds), len(seeds))]
         try:
-            got, _ = _multipliers(_means(points, pick), base, sizes)
+            got, _ = _multipliers(_means(points, pick), base, sizes, method)
         except ValueError:  # e.g. a resample whose means cannot be fitted
             got = {cell: (math.nan, FLAT) for cell in means}
         for cell, (v, _) in got.items():
@@ -161,7 +208,9 @@ def compute_multipliers(
         own = [means[c] for c in sorted(means) if c[0] == lab]
         try:
             f = fit_power_law([c for c, _ in own], [x for _, x in own])
-            fits[lab] = {"a": f.a, "b": f.b, "c_min": f.c_min, "c_max": f.c_max}
+            res = [math.log(x) - math.log(float(f.loss(c))) for c, x in own]
+            rms = float(np.sqrt(np.mean(np.square(res))))
+            fits[lab] = {"a": f.a, "b": f.b, "c_min": f.c_min, "c_max": f.c_max, "rms_log": rms}
         except ValueError as err:
             fits[lab] = {"error": str(err)}
     out_cells = []
@@ -196,6 +245,8 @@ def compute_multipliers(
         }
     return {
         "form": FORM,
+        "method": method,
+        "method_text": METHODS[method],
         "base": base,
         "seeds": seeds,
         "sizes": sizes,
