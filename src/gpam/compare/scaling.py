@@ -181,7 +181,7 @@ def format_multiplier_table(m: dict[str, Any]) -> str:
         elif c["status"] == mm.BELOW:
             value = f"not reached: < {_g(c['bound'])}"
         else:
-            value = "none (softmax's fit does not fall with compute)"
+            value = "none (softmax's loss does not fall with compute)"
         ci = f"[{_ci_end(c['ci_low'])}, {_ci_end(c['ci_high'])}]"
         lines.append(
             f"| {c['label']} | {c['size']} | {c['compute']:.3e} | {c['loss']:.4f} | {value} | "
