@@ -92,3 +92,28 @@ def test_report_from_results_without_training(tmp_path):
     assert "final validation loss" in text  # the loss it used is named
     one = summarize_sizes({"a": per["a"]})
     assert one["multiplier"] is None and "two or more sizes" in one["multiplier_error"]
+
+
+@pytest.mark.slow
+def test_nmt_sizes_count_the_padded_batches(tmp_path, capsys):
+    words = ["a", "b", "c", "d", "e"]
+    args = []
+    for split, n in (("train", 20), ("valid", 4)):
+        src = [" ".join(words[(i + j) % 5] for j in range(2 + i % 3)) for i in range(n)]
+        (tmp_path / f"{split}.src").write_text("\n".join(src) + "\n")
+        (tmp_path / f"{split}.tgt").write_text("\n".join(s[::-1] for s in src) + "\n")
+        args += [f"--{split}-src", str(tmp_path / f"{split}.src")]
+        args += [f"--{split}-tgt", str(tmp_path / f"{split}.tgt")]
+    out = tmp_path / "n"
+    argv = ["compare", "nmt", *args, "--tokenizer", "word", "--variants", "softmax,diff2",
+            "--seeds", "0", "--steps", "2", "--eval-every", "2", "--bleu-limit", "0",
+            "--sizes", "8x1,16x1", *TINY, "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert "report:" in capsys.readouterr().out
+    pts = json.loads((out / "scaling.json").read_text())["points"]
+    c = {(p["label"], p["size"]): p["compute"] for p in pts}
+    assert len(c) == 4 and all(v > 0 for v in c.values())
+    assert (
+        c[("diff2", "8x1")] > c[("softmax", "8x1")]
+        and c[("softmax", "16x1")] > c[("softmax", "8x1")]
+    )
