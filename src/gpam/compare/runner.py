@@ -191,6 +191,7 @@ def train_one(
         "train_s": res["elapsed_s"],
         "budget_clock": res["budget_clock"],
         "time_per_step_ms": res["step_time_ms"],
+        "compile_s": res.get("compile_s"),
         "peak_memory_mb": peak / 2**20,
         "memory_method": memory_method,
         "rank_collapse": kind.rank_collapse(model, task),
