@@ -82,3 +82,21 @@ def test_compile_flag_parses_and_reaches_the_settings(argv):
         from gpam.compare.cli_entry import settings_from_args
 
         assert settings_from_args(a).train_config(0).compile is True
+
+
+def test_bench_models_compile_reports_the_compile_time(monkeypatch):
+    """``ModelBenchConfig(compile=True)``: the LM training rows carry ``compile_s`` (and the
+    table says it); FLOPs are still counted on the eager model."""
+    from gpam.bench.models import ModelBenchConfig, run_model_bench
+    from gpam.bench.report import model_table
+
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: calls.append(m) or m)
+    cfg = ModelBenchConfig(vocab=97, d_model=32, n_layers=2, n_heads=2, lm_batch=2, lm_seq=16,
+                           nmt_batch=2, src_len=6, decode_len=5, beam_size=2, repeats=1,
+                           warmup=0, compile=True)  # fmt: skip
+    rows = run_model_bench(cfg, progress=False)
+    lm = [r for r in rows if r["workload"].startswith("LM training")]
+    assert len(calls) == 2 and all(r["compile_s"] > 0 and r["flops"] > 0 for r in lm)
+    assert all(r.get("compile_s") is None for r in rows if r not in lm)
+    assert "compiled in" in model_table(rows)
