@@ -188,3 +188,21 @@ def test_masked_loss_ignores_rather_than_indexes():
     got = masked_loss(lambda x: logits, b)
     want = F.cross_entropy(logits[mask], targets[mask])
     assert got.dtype == torch.float64 and torch.allclose(got, want, rtol=1e-14)
+
+
+def test_loss_logits_leaves_the_cast_to_autocast():
+    """Under CPU autocast bf16 logits go to cross-entropy as they are (no float32 copy) and give
+    the same loss and gradient as the explicit cast; outside autocast they are upcast; float64
+    stays float64."""
+    from gpam.train.nll import loss_logits
+
+    torch.manual_seed(0)
+    x = torch.randn(32, 11, dtype=torch.bfloat16, requires_grad=True)
+    y = torch.randint(0, 11, (32,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert loss_logits(x) is x
+        a, b = F.cross_entropy(loss_logits(x), y), F.cross_entropy(x.float(), y)
+    (ga,), (gb,) = torch.autograd.grad(a, x), torch.autograd.grad(b, x)
+    assert a.dtype == torch.float32 and torch.equal(a, b) and torch.equal(ga, gb)
+    assert loss_logits(x).dtype == torch.float32
+    assert loss_logits(x.double()).dtype == torch.float64
