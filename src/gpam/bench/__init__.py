@@ -39,6 +39,7 @@ def run_bench(
     models: bool = False,
     model_config: ModelBenchConfig | None = None,
     model_repeats: int = 5,
+    model_compile: bool = False,
     threads: int | None = None,
     device: str = "cpu",
     clock: str = "wall",
@@ -77,7 +78,7 @@ def run_bench(
     result = run_core_bench(cfg, progress=progress)
     if models:
         mcfg = model_config or ModelBenchConfig(
-            repeats=model_repeats, device=device, clock=clock, seed=seed
+            repeats=model_repeats, device=device, clock=clock, seed=seed, compile=model_compile
         )
         result["models"] = run_model_bench(mcfg, progress=progress)
         result["models_config"] = vars(mcfg) | {"attentions": list(mcfg.attentions)}
@@ -85,6 +86,12 @@ def run_bench(
             "Overheads: median paired time ratio - 1 vs the first attention (softmax); "
             "FLOP-predicted: torch.utils.flop_counter FLOPs ratio - 1 (SDPA counted as full "
             "L x L for both, causal or not)."
+            + (
+                " LM training with torch.compile (compile_s: the first forward and backward, "
+                "compilation included); decoding stays eager."
+                if mcfg.compile
+                else ""
+            )
         )
     if command:
         result["command"] = command

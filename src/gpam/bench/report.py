@@ -53,9 +53,11 @@ def model_table(rows: list[dict]) -> str:
     for r in rows:
         meas = "" if r.get("overhead") is None else f"{100 * r['overhead']:+.1f} %"
         pred = "" if r.get("flop_overhead") is None else f"{100 * r['flop_overhead']:+.1f} %"
+        what = r["workload"] + (
+            f" (compiled in {r['compile_s']:.1f} s)" if r.get("compile_s") is not None else ""
+        )
         lines.append(
-            f"| {r['workload']} | {r['attention']} | {r['throughput']:.1f} | {r['unit']} | "
-            f"{meas} | {pred} |"
+            f"| {what} | {r['attention']} | {r['throughput']:.1f} | {r['unit']} | {meas} | {pred} |"
         )
     return "\n".join(lines)
 

@@ -101,6 +101,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--model-repeats", type=int, default=5, help="timed rounds per model workload (default: 5)"
     )
     p.add_argument(
+        "--compile",
+        action="store_true",
+        help="--models: torch.compile the LM training models (the compile time is reported; "
+        "decoding stays eager) (default: off, eager)",
+    )
+    p.add_argument(
         "--clock",
         choices=("wall", "cpu"),
         default="wall",
@@ -139,6 +145,7 @@ def _run(args: argparse.Namespace) -> int:
         max_quadratic_gb=args.max_quadratic_gb,
         models=args.models,
         model_repeats=args.model_repeats,
+        model_compile=args.compile,
         threads=args.threads,
         device=args.device,
         clock=args.clock,

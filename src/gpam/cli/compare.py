@@ -101,6 +101,11 @@ def _add_grid(p: argparse.ArgumentParser, kind: str, steps: int) -> None:
         "--clip", type=non_negative_float, default=1.0, help="gradient-norm clip, 0 = off"
     )
     b.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile each run's model (compile time reported apart) (default: off)",
+    )
+    b.add_argument(
         "--eval-every",
         type=positive_int,
         default=None,

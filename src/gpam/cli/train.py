@@ -79,6 +79,12 @@ def _add_train(p: argparse.ArgumentParser, nmt: bool) -> None:
     g.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip, 0 = off")
     g.add_argument("--accum", type=positive_int, default=1, help="gradient accumulation steps")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model; the compile time is printed and recorded as compile_s "
+        "(default: off)",
+    )
     g.add_argument("--eval-every", type=positive_int, default=200, help="validate every N steps")
     g.add_argument("--log-every", type=positive_int, default=10, help="log every N steps")
     g.add_argument(

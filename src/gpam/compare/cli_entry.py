@@ -28,6 +28,7 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
         eval_batches=getattr(args, "eval_batches", 4),
         max_eval_tokens=getattr(args, "max_eval_tokens", None),
         device=args.device,
+        compile=getattr(args, "compile", False),
     )
 
 

@@ -97,7 +97,7 @@ def run_hash(config: CompareConfig, kind: Kind, spec: RunSpec) -> str:
     train = dataclasses.asdict(config.train)
     train.pop("device", None)
     shared = {
-        "engine": "gpam.train.train_loop/2",
+        "engine": "gpam.train.train_loop/3",  # 3: fused AdamW, device-side totals
         "kind": config.kind,
         "task": kind.describe(),
         "model": kind.model_config(config, spec).to_dict(),
@@ -197,6 +197,7 @@ def train_one(
         "time_per_step_ms": res["step_time_ms"],
         "train_flops": flops.training_flops(mc.to_dict(), shapes.shapes, res["steps"]),
         "cpu_s": cpu_s,
+        "compile_s": res.get("compile_s"),
         "peak_memory_mb": peak / 2**20,
         "memory_method": memory_method,
         "rank_collapse": kind.rank_collapse(model, task),

@@ -32,6 +32,7 @@ class TrainSettings:
     eval_batch_size: int = 64
     max_eval_tokens: int | None = 200_000  # lm: validation tokens per evaluation
     device: str = "cpu"
+    compile: bool = False  # torch.compile each run's model
 
     def validate(self) -> None:
         """Raise ValueError naming the bad field: this class's own fields here, the rest (steps,
@@ -65,6 +66,7 @@ class TrainSettings:
             log_every=self.eval_every,
             checkpoint_every=self.eval_every,
             seed=seed,
+            compile=self.compile,
         )
 
 

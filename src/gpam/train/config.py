@@ -44,6 +44,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     patience: int | None = None
     seed: int = 0
+    compile: bool = False  # torch.compile the model (its compile time is reported apart)
 
     def __post_init__(self) -> None:
         for name in ("steps", "accum", "eval_every", "log_every", "checkpoint_every"):

@@ -58,13 +58,27 @@ def all_agree(flag: bool, device: torch.device) -> bool:
     return int(t.item()) == 0
 
 
-def all_sum(values: list[float], info: DistInfo, device: torch.device) -> list[float]:
-    """Element-wise sum of ``values`` over every rank (float64; the values themselves when not
-    distributed). A rank that should not contribute passes 0 for an entry."""
+_HOST_GROUP: list[Any] = []  # the gloo group for host values under nccl, once made
+
+
+def _host_group() -> Any:
+    """The process group that sums host values without a device round trip: the default one
+    under gloo, else a gloo group over every rank (made on first use, by every rank alike)."""
+    if tdist.get_backend() == "gloo":
+        return None
+    if not _HOST_GROUP:
+        _HOST_GROUP.append(tdist.new_group(backend="gloo"))
+    return _HOST_GROUP[0]
+
+
+def all_sum(values: list[float], info: DistInfo, device: torch.device | None = None) -> list[float]:
+    """Element-wise sum of host ``values`` over every rank (float64; the values themselves when
+    not distributed). A rank that should not contribute passes 0 for an entry. Summed on the
+    host (gloo), so the device is not waited for; ``device`` is not used (kept for callers)."""
     if info.world_size == 1:
         return list(values)
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    tdist.all_reduce(t)
+    t = torch.tensor(values, dtype=torch.float64)
+    tdist.all_reduce(t, group=_host_group())
     return t.tolist()
 
 
@@ -104,3 +118,4 @@ def cleanup(info: DistInfo) -> None:
     """Leave the process group."""
     if info.world_size > 1 and tdist.is_initialized():
         tdist.destroy_process_group()
+    _HOST_GROUP.clear()

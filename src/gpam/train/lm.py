@@ -18,7 +18,7 @@ from gpam.data.lm import LMDataOptions, LMStream, eval_windows, prepare_lm_corpu
 from gpam.train.checkpoint import resume_tokenizer
 from gpam.train.distributed import DistInfo, cleanup, setup_distributed
 from gpam.train.loop import TrainConfig, Validation, train_loop
-from gpam.train.nll import at_least_fp32, mean_nll, nats_to_ppl
+from gpam.train.nll import loss_logits, mean_nll, nats_to_ppl
 from gpam.train.report import finish_run, params_line
 from gpam.train.resume import fingerprint, task_settings
 
@@ -58,7 +58,7 @@ class LMTask:
         x, y = batch
         logits = model(x)
         return F.cross_entropy(
-            at_least_fp32(logits).reshape(-1, logits.shape[-1]), y.reshape(-1)
+            loss_logits(logits).reshape(-1, logits.shape[-1]), y.reshape(-1)
         ), y.numel()
 
     def validate(self, model: nn.Module) -> Validation:

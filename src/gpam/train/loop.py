@@ -21,6 +21,14 @@ mean loss is weighted by its target count and the summed gradient is divided by 
 total count over every micro-batch and every rank (as fairseq does), so accumulation and DDP
 give the gradient of one big batch even when batches hold different numbers of targets (NMT).
 
+A step does not wait for the device: the loss, target counts, gradient norm and a non-finite
+flag stay on the device (:mod:`gpam.train.step_totals`) and are read once at the log, eval and
+checkpoint steps (and when the budget ends or a signal came); step times come from CUDA events
+on CUDA (:mod:`gpam.train.clock`). The fused AdamW skips the update on the device from a step
+whose loss or gradient norm is not finite on; at the next read the run stops as ``diverged``
+with ``steps`` = that step (the steps computed after it changed nothing). ``compile``
+(:mod:`gpam.train.compiled`) compiles the model before the first step and reports the time.
+
 Resume (:mod:`gpam.train.resume`) refuses a changed model, data or optimisation setting and
 applies and records a changed step count, budget, patience or frequency. SIGINT / SIGTERM
 (:mod:`gpam.train.interrupt`) finish the step in progress, write a checkpoint and raise
@@ -56,6 +64,8 @@ from gpam.train.checkpoint import (
     save_best,
     save_checkpoint,
 )
+from gpam.train.clock import CLOCKS, BudgetClock
+from gpam.train.compiled import compile_model
 from gpam.train.config import TrainConfig
 from gpam.train.distributed import (
     DistInfo,
@@ -77,8 +87,9 @@ from gpam.train.resume import (
     run_settings,
 )
 from gpam.train.schedule import lr_factor
+from gpam.train.step_totals import StepTotals, keep_fused, make_adamw
 
-CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+__all__ = ["CLOCKS", "BudgetClock", "Task", "TrainConfig", "Validation", "train_loop"]
 
 
 @dataclass(frozen=True)
@@ -102,30 +113,6 @@ class Task(Protocol):
 
     def validate(self, model: nn.Module) -> Validation:
         """The validation loss and metrics of ``model``."""
-
-
-class BudgetClock:
-    """Training time only: :meth:`start` before an optimiser step, :meth:`stop` after it."""
-
-    def __init__(self, kind: str, elapsed: float, device: torch.device) -> None:
-        self.kind, self.elapsed, self.device = kind, float(elapsed), device
-        self._t0 = 0.0
-        self._w0 = 0.0
-        self.step_seconds: list[float] = []  # wall time of each step of this process
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def start(self) -> None:
-        self._sync()
-        self._w0 = time.perf_counter()
-        self._t0 = CLOCKS[self.kind]() if self.kind != "steps" else 0.0
-
-    def stop(self) -> None:
-        self._sync()
-        self.step_seconds.append(time.perf_counter() - self._w0)
-        self.elapsed += 1.0 if self.kind == "steps" else CLOCKS[self.kind]() - self._t0
 
 
 def _read_log(path: Path, upto: int) -> list[dict]:
@@ -210,8 +197,11 @@ def train_loop(
     no checkpoints, no resume). ``on_step(step)`` is called after each optimiser step (after any
     checkpoint) - tests use it to kill the process. ``after_backward(step)`` is called once the
     gradients of a step are complete, before clipping and the update (for analyses that read
-    gradients). A non-finite training loss stops the run (``stopped == "diverged"``) before
-    its update. Only parameters with ``requires_grad`` train. ``settings``: the task's
+    gradients). A non-finite training loss or gradient norm stops the run (``stopped ==
+    "diverged"``, ``steps`` = that step) without applying its update; the loop learns of it at
+    the next log / eval / checkpoint step (at once with ``after_backward``, which also uses
+    torch's default AdamW rather than the fused one). Only
+    parameters with ``requires_grad`` train. ``settings``: the task's
     settings (:func:`gpam.train.resume.task_settings`) a resume must match, besides ``cfg``'s.
     """
     from tqdm.auto import tqdm
@@ -226,7 +216,11 @@ def train_loop(
     ]
     if not groups:
         raise ValueError("model has no parameter with requires_grad=True to train")
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    # an after_backward hook reads the gradients every step anyway: then the loop reads too,
+    # stops at a non-finite step at once and uses torch's default AdamW (as a plain loop would)
+    opt, fused = make_adamw(
+        groups, cfg.lr, (cfg.beta1, cfg.beta2), device, fused=after_backward is None
+    )
     st: dict[str, Any] = {
         "step": 0,
         "pos": {},
@@ -243,6 +237,7 @@ def train_loop(
     torch.manual_seed(rank_seed(cfg.seed, dist))
     if resume:
         st = _resume_state(ck_root, st["settings"], model, opt, cfg, dist, device)
+        keep_fused(opt, fused)
     # early stopping keeps the best weights (rank 0, on disk: they survive a kill and a resume)
     keep_best = cfg.patience is not None and ck_root is not None and dist.is_main
     ck_best = st["best_step"]  # the best weights the latest checkpoint names
@@ -250,10 +245,15 @@ def train_loop(
     history = _read_log(log_path, st["step"]) if dist.is_main and log_path else []
     if dist.is_main and log_path is not None:
         atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
-    ddp = model
+    net, compile_s = model, None
+    if cfg.compile:
+        net, compile_s = compile_model(model, task, st["pos"], cfg.bf16, device, dist)
+        if dist.is_main and not quiet:
+            print(f"torch.compile: {compile_s:.1f} s (first forward and backward)", flush=True)
+    ddp = net
     if dist.world_size > 1:
         ddp = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            net, device_ids=[device.index] if device.type == "cuda" else None
         )
     model.train()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
@@ -266,7 +266,8 @@ def train_loop(
     )
     clock = BudgetClock(cfg.budget_clock, st["elapsed"], device)
     wall0, base_wall = time.perf_counter(), st.get("wall", 0.0)
-    run_loss, run_tok = 0.0, 0.0
+    run_loss, run_tok = 0.0, 0.0  # (host totals of the steps read since the last log row)
+    totals, read_at, grad_norm = StepTotals(device), st["step"], math.nan
     logf = log_path.open("a") if dist.is_main and log_path is not None else None
     weighted = cfg.accum > 1 or dist.world_size > 1  # else one batch's mean is already the mean
     signals = SignalFlag(enabled=ck_root is not None).install()
@@ -305,12 +306,23 @@ def train_loop(
             gnorm = nn.utils.clip_grad_norm_(
                 [p for p in model.parameters() if p.grad is not None], cfg.clip or float("inf")
             )
-            tok, loss_sum = sums.tolist()
-            # gradients and the loss are summed over ranks: every rank sees the same verdict
-            diverged = not math.isfinite(float(gnorm)) or not math.isfinite(loss_sum)
-            if not diverged:
+            # the update is skipped on the device from the first non-finite step on (gradients
+            # and loss are summed over ranks: every rank skips alike); the host learns of it at
+            # the next read
+            found_inf, got = totals.add(sums, gnorm), None
+            if fused:
+                opt.found_inf = found_inf
                 opt.step()
+            else:  # (the default AdamW cannot skip on the device: the host decides every step)
+                got = totals.read()
+                if got[2] is None:
+                    opt.step()
             opt.zero_grad(set_to_none=True)
+            due = step == cfg.steps or any(
+                step % k == 0 for k in (cfg.log_every, cfg.eval_every, cfg.checkpoint_every)
+            )
+            if due and got is None:  # (inside the clock: the queued device work counts)
+                got = totals.read()
             clock.stop()
             # rank 0's clock decides; a signal on any rank stops every rank after this step
             elapsed, n_caught = all_sum(
@@ -320,13 +332,21 @@ def train_loop(
             )
             clock.elapsed = elapsed
             st["step"] = step
-            st["tokens"] += int(tok)
             st["elapsed"] = elapsed
             st["wall"] = base_wall + time.perf_counter() - wall0
-            run_loss, run_tok = run_loss + loss_sum, run_tok + tok
-            if diverged:
-                st["stopped"] = "diverged"
             out_of_time = bool(cfg.time_budget and st["elapsed"] >= cfg.time_budget)
+            if got is None and (out_of_time or n_caught):
+                got = totals.read()
+            diverged = False
+            if got is not None:
+                tok, loss_sum, first_bad, grad_norm = got
+                st["tokens"] += int(tok)
+                run_loss, run_tok = run_loss + loss_sum, run_tok + tok
+                clock.collect()
+                if first_bad is not None:  # no update applied from that step on
+                    diverged, step = True, read_at + first_bad
+                    st["step"], st["stopped"] = step, "diverged"
+                read_at = step
             last = step == cfg.steps or out_of_time or diverged
             row = None
             if step % cfg.log_every == 0 or last:
@@ -334,7 +354,7 @@ def train_loop(
                     "step": step,
                     "loss": run_loss / max(1.0, run_tok),
                     "lr": cfg.lr * factor,
-                    "grad_norm": float(gnorm),
+                    "grad_norm": grad_norm,
                     "elapsed": round(st["elapsed"], 3),
                     "wall": round(st["wall"], 3),
                 }
@@ -382,6 +402,7 @@ def train_loop(
         bar.close()
         if logf is not None:
             logf.close()
+    clock.collect()
     times = clock.step_seconds[2:] or clock.step_seconds
     # (none when early stopping was switched on by a resume after the best step: no copy kept)
     best = best_dir(ck_root, st["best_step"]) if keep_best and st["best_step"] else None
@@ -392,6 +413,7 @@ def train_loop(
         "budget_clock": cfg.budget_clock,
         "wall_s": st.get("wall", 0.0),
         "step_time_ms": 1000.0 * statistics.median(times) if times else math.nan,
+        "compile_s": compile_s,
         "tokens": st["tokens"],
         "final_val_loss": st.get("last_val"),
         "final_val_metrics": st.get("last_metrics", {}),

@@ -15,6 +15,15 @@ def at_least_fp32(t: Tensor) -> Tensor:
     return t if t.dtype == torch.float64 else t.float()
 
 
+def loss_logits(t: Tensor) -> Tensor:
+    """``t`` as the training cross-entropy should take it: as it is under autocast for its
+    device (autocast runs ``cross_entropy`` in float32 itself, so an explicit cast would only
+    add a second B x T x V copy), else :func:`at_least_fp32`."""
+    if torch.is_autocast_enabled(t.device.type) and t.dtype in (torch.bfloat16, torch.float16):
+        return t
+    return at_least_fp32(t)
+
+
 def nats_to_ppl(loss: float) -> float:
     """Perplexity of a mean loss in nats (inf when it overflows)."""
     try:

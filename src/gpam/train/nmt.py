@@ -19,7 +19,7 @@ from gpam.train.checkpoint import resume_tokenizer
 from gpam.train.distributed import DistInfo, cleanup, setup_distributed
 from gpam.train.lm import seed_everything
 from gpam.train.loop import TrainConfig, Validation, train_loop
-from gpam.train.nll import at_least_fp32, mean_nll, nats_to_ppl
+from gpam.train.nll import loss_logits, mean_nll, nats_to_ppl
 from gpam.train.report import finish_run, params_line
 from gpam.train.resume import fingerprint, task_settings
 
@@ -84,7 +84,7 @@ def nmt_loss(
     device: counting needs no host sync)."""
     logits = model(b["src"], b["tgt_in"], b["src_padding_mask"], b["tgt_padding_mask"])
     loss = F.cross_entropy(
-        at_least_fp32(logits).reshape(-1, logits.shape[-1]),
+        loss_logits(logits).reshape(-1, logits.shape[-1]),
         b["tgt_out"].reshape(-1),
         ignore_index=PAD_ID,
         label_smoothing=label_smoothing,

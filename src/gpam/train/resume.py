@@ -16,9 +16,9 @@ lists (``trainer_state.json``, ``trainer.settings``):
   recorded in the trainer state and ``train.json`` (``resumes``: ``[{"step": N, "changed":
   {name: [old, new]}}]``) and printed. They are :data:`FREE_TRAIN_FIELDS` (``steps`` and
   ``time_budget`` to extend or shorten training; the cosine schedule then decays over the new
-  length from the step resumed at; ``patience`` and the eval / log / checkpoint frequencies)
-  and the data file paths (``data.train`` ...: a moved file is fine, its content is checked by
-  the fingerprint).
+  length from the step resumed at; ``patience``, the eval / log / checkpoint frequencies and
+  ``compile``) and the data file paths (``data.train`` ...: a moved file is fine, its content
+  is checked by the fingerprint).
 
 The device is not a setting: a run may resume on another device.
 Checkpoints written before settings were recorded hold only the schedule and the optimiser's
@@ -47,6 +47,7 @@ FREE_TRAIN_FIELDS = (
     "eval_every",
     "log_every",
     "checkpoint_every",
+    "compile",
 )
 FIXED_TRAIN_FIELDS = (
     *(f for f in SCHEDULE_FIELDS if f not in FREE_TRAIN_FIELDS),

@@ -19,7 +19,9 @@ from torch import Tensor, nn
 
 from gpam.data.synthetic import SyntheticBatch
 from gpam.train.loop import Validation
+from gpam.train.nll import loss_logits
 
+IGNORE = -100  # the target of positions outside the loss mask
 VAL_SEED = 1_000_003  # validation batches use seeds VAL_SEED + i, whatever the run's seed
 
 
@@ -37,9 +39,13 @@ class BatchTask(Protocol):
 
 
 def masked_loss(model: nn.Module, batch: SyntheticBatch) -> Tensor:
-    """Mean cross-entropy over the positions in ``batch.loss_mask``."""
+    """Mean cross-entropy over the positions in ``batch.loss_mask`` (the other targets are
+    ignored rather than indexed away: boolean indexing would wait for the device)."""
     logits = model(batch.inputs)
-    return F.cross_entropy(logits[batch.loss_mask].float(), batch.targets[batch.loss_mask])
+    targets = batch.targets.masked_fill(~batch.loss_mask, IGNORE)
+    return F.cross_entropy(
+        loss_logits(logits).reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE
+    )
 
 
 def validation_batches(
@@ -97,8 +103,8 @@ class SyntheticTrainTask:
         i = pos.get("batch", 0)
         return self.sample(i), {"batch": i + 1}
 
-    def loss(self, model: nn.Module, batch: SyntheticBatch) -> tuple[Tensor, int]:
-        return masked_loss(model, batch), int(batch.loss_mask.sum())
+    def loss(self, model: nn.Module, batch: SyntheticBatch) -> tuple[Tensor, Tensor]:
+        return masked_loss(model, batch), batch.loss_mask.sum()
 
     def validate(self, model: nn.Module) -> Validation:
         res = evaluate_batches(model, self.task.metric, self.val)
