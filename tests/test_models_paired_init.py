@@ -231,3 +231,36 @@ def test_pairing_section_of_the_report():
     assert row["pearson_r"] == pytest.approx(1.0) and row["paired_std"] == pytest.approx(0.0)
     text = "\n".join(pairing_text(results))
     assert "## Pairing" in text and "| dagpam | 3 | 1 |" in text
+
+
+class _Built(Exception):
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+
+def test_compare_builds_paired_models_and_hashes_the_init_scheme(tmp_path, monkeypatch):
+    import gpam.train.loop
+    from gpam.compare import runner
+    from gpam.compare.grid import CompareConfig, grid
+    from gpam.compare.kinds import as_kind
+    from gpam.data.synthetic import make_task
+
+    config = CompareConfig(variants=["softmax", "dagpam", "diff"], seeds=[3])
+    kind = as_kind(make_task("recall"))
+    specs = {s.label: s for s in grid(config, None)}
+
+    def stop(model, *args, **kwargs):
+        raise _Built(model)
+
+    monkeypatch.setattr(gpam.train.loop, "train_loop", stop)
+    models = {}
+    for label, spec in specs.items():
+        with pytest.raises(_Built) as built:
+            runner.train_one(config, kind, spec, tmp_path / label, "h")
+        models[label] = built.value.model
+    for label in ("dagpam", "diff"):
+        pairs = shared(models[label], models["softmax"])
+        assert pairs and all(torch.equal(p, q) for _, p, q in pairs), label
+    h = runner.run_hash(config, kind, specs["dagpam"])
+    monkeypatch.setattr(runner, "INIT_SCHEME", "another")
+    assert runner.run_hash(config, kind, specs["dagpam"]) != h
