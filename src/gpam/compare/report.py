@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gpam._io import atomic_write_text
+from gpam.compare.pairing import pairing_text
 from gpam.compare.stats import clip_interval, difference_range
 
 CLIPPED = "†"  # an interval end or MDE past the range of the metric's differences
@@ -586,7 +587,7 @@ def write_report(results: dict[str, Any], out: str | Path) -> Path:
         f"seeds {cfg['seeds']}; runs done {summary['n_runs_done']}/{summary['n_runs_planned']}.",
         "",
         f"Final validation **{summary['metric']}** ({better} is better). Δ: paired difference "
-        "to softmax over seeds (same seed = same initialisation stream and data order), 95 % "
+        "to softmax over seeds (same seed = same initial shared parameters and data order), 95 % "
         "Student-t interval, p from a two-sided paired t-test (scipy.stats.ttest_rel). "
         "Overhead: parameters relative to the softmax model. Peak MB: see memory method "
         f"below. {RESIDUAL[0].upper()}{RESIDUAL[1:]}: relative Frobenius residual "
@@ -599,6 +600,7 @@ def write_report(results: dict[str, Any], out: str | Path) -> Path:
         "",
     ]
     text += _views_text(summary)
+    text += pairing_text(results)
     speed = format_speed_table(summary)
     if speed:
         text += [

@@ -92,12 +92,18 @@ def matched_d_ff(config: CompareConfig, kind: Kind) -> int:
     return base_ff + max(0, math.ceil((target - p0) / (p1 - p0)))
 
 
+#: how a run's model is initialised (part of the run hash: runs of another init are retrained)
+INIT_SCHEME = "paired_init_/1"
+
+
 def run_hash(config: CompareConfig, kind: Kind, spec: RunSpec) -> str:
-    """What a finished run depends on: task data, model config, training settings, seed."""
+    """What a finished run depends on: task data, model config, training settings, seed, and
+    the initialisation scheme (:data:`INIT_SCHEME`)."""
     train = dataclasses.asdict(config.train)
     train.pop("device", None)
     shared = {
         "engine": "gpam.train.train_loop/3",  # 3: fused AdamW, device-side totals
+        "init": INIT_SCHEME,
         "kind": config.kind,
         "task": kind.describe(),
         "model": kind.model_config(config, spec).to_dict(),
@@ -139,6 +145,7 @@ def train_one(
     config: CompareConfig, kind: Kind, spec: RunSpec, run_dir: Path, h: str
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train (or finish) one run with the engine; returns the model and its measurements."""
+    from gpam.models.paired import paired_init_
     from gpam.train.distributed import DistInfo
     from gpam.train.loop import train_loop
 
@@ -146,7 +153,8 @@ def train_one(
     resume = _prepare_run_dir(run_dir, h)
     mc = kind.model_config(config, spec)
     torch.manual_seed(spec.seed)
-    model = kind.build(mc).to(dev)
+    # paired initialisation: every parameter two settings share starts bit-identical
+    model = paired_init_(kind.build(mc), spec.seed).to(dev)
     task = kind.engine_task(config, spec.seed, dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)

@@ -1,8 +1,9 @@
 """Statistics for comparison reports: mean +- std, paired differences with a 95 % CI and p-value,
 the power of such a test, and learning curves read at a common step or training time.
 
-Paired across seeds: run ``i`` of a variant and run ``i`` of the baseline share the seed (same
-initialisation stream and training data order), so the test is ``scipy.stats.ttest_rel``.
+Paired across seeds: run ``i`` of a variant and run ``i`` of the baseline share the seed (the same
+parameters at start wherever they share them, ``gpam.models.paired_init_``, and the same
+training data order), so the test is ``scipy.stats.ttest_rel``.
 """
 
 from __future__ import annotations
@@ -201,3 +202,33 @@ def clip_interval(
     lo_b, hi_b = bounds
     cut_lo, cut_hi = bool(low < lo_b), bool(high > hi_b)
     return (lo_b if cut_lo else low), (hi_b if cut_hi else high), cut_lo, cut_hi
+
+
+def pairing_gain(variant: Sequence[float], baseline: Sequence[float]) -> dict[str, float | int]:
+    """What pairing bought on values of the same seeds: ``n``, ``pearson_r`` (correlation of the
+    paired values), ``paired_std`` (std of the differences) and ``unpaired_std``
+    (``sqrt(s_v^2 + s_b^2)``, the std the difference of two independent runs would have) and
+    their ratio ``paired_std / unpaired_std`` (< 1: pairing cancelled shared noise; it is
+    ``sqrt(1 - r)`` when both stds are equal). NaN where not computable (n < 2, or n < 3 for r).
+    """
+    a, b = _clean(variant, "variant"), _clean(baseline, "baseline")
+    if a.size != b.size:
+        raise ValueError(
+            f"variant and baseline must have the same length, got {a.size} != {b.size}"
+        )
+    n = int(a.size)
+    out: dict[str, float | int] = {
+        "n": n,
+        "pearson_r": correlation(a, b)["pearson_r"],
+        "paired_std": math.nan,
+        "unpaired_std": math.nan,
+        "ratio": math.nan,
+    }
+    if n < 2:
+        return out
+    paired = float((a - b).std(ddof=1))
+    unpaired = math.sqrt(float(a.var(ddof=1)) + float(b.var(ddof=1)))
+    out.update(paired_std=paired, unpaired_std=unpaired)
+    if unpaired > 0:
+        out["ratio"] = paired / unpaired
+    return out

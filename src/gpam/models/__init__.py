@@ -18,10 +18,12 @@ from .io import (
 )
 from .lm import TransformerLM
 from .outputs import DecoderOutput, LMOutput
+from .paired import InitScheme, init_rules, paired_init_
 from .seq2seq import Seq2SeqTransformer
 
 __all__ = [
     "DecoderOutput",
+    "InitScheme",
     "LMConfig",
     "LMOutput",
     "Seq2SeqConfig",
@@ -30,10 +32,12 @@ __all__ = [
     "beam_search",
     "from_pretrained",
     "greedy_decode",
+    "init_rules",
     "length_normalise",
     "load_untied_state_dict",
     "model_config_dict",
     "model_from_config_dict",
+    "paired_init_",
     "save_pretrained",
     "untied_state_dict",
 ]

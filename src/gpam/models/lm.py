@@ -22,6 +22,7 @@ from .layers import (
     positions_from_padding,
 )
 from .outputs import LMOutput
+from .paired import InitScheme, paired_init_
 
 
 class TransformerLM(nn.Module):
@@ -30,12 +31,16 @@ class TransformerLM(nn.Module):
     Layer ``i`` uses ``config.variant_for(config.attention, i, n_layers)`` for its causal
     self-attention (so ``attention="cog"`` keeps softmax in the first and last layer by default).
     Pre-LN adds a final LayerNorm before the output projection; post-LN does not need one.
+
+    ``seed``: when given, the weights are drawn by :func:`gpam.models.paired_init_` (one stream
+    per parameter name), so models of different variants built with the same seed share every
+    common parameter bit for bit; without it construction draws from torch's global stream.
     """
 
     #: state-dict keys that are aliases of another tensor (saved once, re-tied on load)
     tied_keys: tuple[str, ...]
 
-    def __init__(self, config: LMConfig) -> None:
+    def __init__(self, config: LMConfig, *, seed: int | None = None) -> None:
         super().__init__()
         if not isinstance(config, LMConfig):
             raise TypeError(f"config must be an LMConfig, got {type(config).__name__}")
@@ -52,12 +57,15 @@ class TransformerLM(nn.Module):
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         init_weights(self)
         # GPT-2: scale the residual output projections of the MLPs by 1/sqrt(2 n_layers).
+        self.init_scheme = InitScheme(residual_std=0.02 / math.sqrt(2 * c.n_layers))
         for block in self.blocks:
-            nn.init.normal_(block.mlp.proj.weight, std=0.02 / math.sqrt(2 * c.n_layers))
+            nn.init.normal_(block.mlp.proj.weight, std=self.init_scheme.residual_std)
         self.tied_keys = ()
         if c.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
             self.tied_keys = ("lm_head.weight",)
+        if seed is not None:
+            paired_init_(self, seed)
 
     @property
     def layer_variants(self) -> list[str]:

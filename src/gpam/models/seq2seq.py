@@ -13,6 +13,7 @@ from .config import Seq2SeqConfig
 from .layers import Positions, TransformerLayer, build_attention, cache_length, init_weights
 from .lm import _check_ids, _check_mask, _checked_caches
 from .outputs import DecoderCaches, DecoderOutput
+from .paired import InitScheme, paired_init_
 
 
 class Seq2SeqTransformer(nn.Module):
@@ -20,12 +21,14 @@ class Seq2SeqTransformer(nn.Module):
 
     Encoder layer ``i`` uses ``config.variant_for(encoder_attention, i, n_encoder_layers)``;
     decoder layer ``i`` uses the same rule for ``decoder_attention`` (causal self-attention)
-    and ``cross_attention``. Padding masks are ``(B, L)`` bool, True = padding.
+    and ``cross_attention``. Padding masks are ``(B, L)`` bool, True = padding. ``seed``: as
+    in :class:`~gpam.models.TransformerLM` (paired initialisation,
+    :func:`gpam.models.paired_init_`).
     """
 
     tied_keys: tuple[str, ...]
 
-    def __init__(self, config: Seq2SeqConfig) -> None:
+    def __init__(self, config: Seq2SeqConfig, *, seed: int | None = None) -> None:
         super().__init__()
         if not isinstance(config, Seq2SeqConfig):
             raise TypeError(f"config must be a Seq2SeqConfig, got {type(config).__name__}")
@@ -53,9 +56,10 @@ class Seq2SeqTransformer(nn.Module):
         self.dec_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if pre else None
         self.out_proj = nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)
         self.embed_scale = math.sqrt(c.d_model) if c.scale_embeddings else 1.0
-        init_weights(
-            self, embed_std=c.d_model**-0.5 if c.scale_embeddings else 0.02, linear="xavier"
+        self.init_scheme = InitScheme(
+            embed_std=c.d_model**-0.5 if c.scale_embeddings else 0.02, linear="xavier"
         )
+        init_weights(self, embed_std=self.init_scheme.embed_std, linear="xavier")
         tied: list[str] = []
         if c.tie_embeddings in ("decoder", "all"):
             self.out_proj.weight = self.tgt_emb.weight
@@ -64,6 +68,8 @@ class Seq2SeqTransformer(nn.Module):
             self.src_emb.weight = self.tgt_emb.weight
             tied.append("src_emb.weight")
         self.tied_keys = tuple(tied)
+        if seed is not None:
+            paired_init_(self, seed)
 
     def layer_variants(self) -> dict[str, list[str]]:
         """The variant of every attention layer, keyed ``"encoder"``, ``"decoder"``, ``"cross"``."""

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from gpam._names import LAMBDA_MODES, LAMBDA_PARAMS, NEG_INITS, NEG_QUERIES
 from gpam.functional.lambdas import check_lambda
 from gpam.functional.registry import Op
+from gpam.nn.seeded_init import Rule, kept, linear_default, orthogonal_heads
 from gpam.nn.variant import LayerSpec, Query, QueryProj, VariantParams, heads
 
 __all__ = ["LAMBDA_MODES", "LAMBDA_PARAMS", "NEG_INITS", "NEG_QUERIES", "DagpamParams"]
@@ -143,6 +144,7 @@ class DagpamParams(VariantParams):
             spec.affine, spec.lambda_mode, spec.lambda_param,
         )  # fmt: skip
         self.learnable_lambda = spec.lambda_mode == "head"
+        self._pretrained = pretrained
         self._lam_neg_value, self._lam_pos_value = float(spec.lam_neg), spec.lam_pos
         dtype = spec.dtype or torch.get_default_dtype()
         if spec.neg_query in ("linear", "relu_linear") or (pretrained and spec.neg_query == "full"):
@@ -173,6 +175,25 @@ class DagpamParams(VariantParams):
             self.register_buffer(
                 "lam_neg_value", torch.full((h,), float(spec.lam_neg), **lam_factory)
             )
+
+    def init_rules(self) -> dict[str, Rule]:
+        """``neg_weight``: a random orthogonal map per head (``-I`` is kept); ``q_neg_proj``:
+        ``nn.Linear``'s default (kept where it derives from the query projection: with
+        ``neg_init="neg_identity"`` the layer re-syncs it, see ``sync_to_query``); lambdas
+        start at fixed values and are kept."""
+        rules: dict[str, Rule] = {}
+        derived = self.neg_init == "neg_identity" or self._pretrained
+        if "neg_weight" in self._parameters:
+            rules["neg_weight"] = None if self.neg_init == "neg_identity" else orthogonal_heads()
+        proj = getattr(self, "q_neg_proj", None)
+        if proj is not None:
+            rules |= kept(proj, "q_neg_proj.") if derived else linear_default(proj, "q_neg_proj.")
+        for name in ("lam_neg_param", "lam_pos_param"):
+            if name in self._parameters:
+                rules[name] = None
+        if getattr(self, "lambda_proj", None) is not None:
+            rules |= kept(self.lambda_proj, "lambda_proj.")  # weight 0, bias lam_neg
+        return rules
 
     # ------------------------------------------------------------------------------ set-up
     def _rotation(self, h: int, d: int, device: Any) -> Tensor:

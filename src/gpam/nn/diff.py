@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from gpam.functional.registry import Op
+from gpam.nn.seeded_init import Rule, kept, randn_scaled
 from gpam.nn.variant import LayerSpec, Query, QueryProj, VariantParams
 
 
@@ -35,6 +36,10 @@ class DiffParams(VariantParams):
         for name in ("lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2"):
             setattr(self, name, nn.Parameter(torch.randn(d, **spec.factory) * 0.1))
         self.subln = nn.RMSNorm(2 * d, eps=1e-5, **spec.factory)
+
+    def init_rules(self) -> dict[str, Rule]:
+        names = ("lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2")
+        return {n: randn_scaled(0.1) for n in names} | kept(self.subln, "subln.")
 
     @classmethod
     def check(cls, spec: LayerSpec) -> None:

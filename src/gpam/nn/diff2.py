@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from gpam.functional.registry import Op
+from gpam.nn.seeded_init import Rule, linear_default
 from gpam.nn.variant import LayerSpec, Query, QueryProj, VariantParams
 
 
@@ -23,6 +24,9 @@ class Diff2Params(VariantParams):
 
     def _build(self, spec: LayerSpec, query_proj: QueryProj, pretrained: bool) -> None:
         self.lambda_proj = nn.Linear(spec.embed_dim, spec.num_heads, bias=False, **spec.factory)
+
+    def init_rules(self) -> dict[str, Rule]:
+        return linear_default(self.lambda_proj, "lambda_proj.")
 
     @property
     def uses_input(self) -> bool:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from gpam.functional.registry import Op
+from gpam.nn.seeded_init import Rule, kept, linear_default
 from gpam.nn.variant import LayerSpec, Query, QueryProj, VariantParams, heads
 
 GATE_MODES = ("elementwise", "headwise")
@@ -37,10 +38,16 @@ class GatedParams(VariantParams):
         self.gate_mode = mode
         width = spec.num_heads * (spec.head_dim if mode == "elementwise" else 1)
         self.gate_proj = nn.Linear(spec.embed_dim, width, bias=spec.bias, **spec.factory)
+        self._pretrained = pretrained
         if pretrained:
             with torch.no_grad():
                 for p in self.gate_proj.parameters():
                     p.zero_()
+
+    def init_rules(self) -> dict[str, Rule]:
+        if self._pretrained:
+            return kept(self.gate_proj, "gate_proj.")
+        return linear_default(self.gate_proj, "gate_proj.")
 
     @property
     def uses_input(self) -> bool:

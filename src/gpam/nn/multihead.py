@@ -26,6 +26,7 @@ from gpam.nn.from_torch import copy_torch_weights
 from gpam.nn.kv_cache import KVCache
 from gpam.nn.masks import merge_masks
 from gpam.nn.rotary import apply_rotary
+from gpam.nn.seeded_init import Rule, linear_default
 from gpam.nn.variant import (
     LayerSpec,
     Query,
@@ -192,6 +193,16 @@ class MultiheadAttention(nn.Module):
         sync = getattr(self.variant, "sync_to_query", None)
         if sync is not None:
             sync(self.q_proj.weight, self.q_proj.bias)
+
+    def init_rules(self) -> dict[str, Rule]:
+        """The construction-time distribution of every parameter (names as in
+        ``named_parameters()``): the projections keep ``nn.Linear``'s default, the variant's
+        module lists its own (:meth:`VariantParams.init_rules`); see
+        ``gpam.models.paired_init_``."""
+        rules: dict[str, Rule] = {}
+        for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            rules |= linear_default(getattr(self, name), name + ".")
+        return rules | {"variant." + k: r for k, r in self.variant.init_rules().items()}
 
     def extra_parameters(self) -> int:
         """Parameters beyond the same layer with softmax attention."""

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from gpam.functional.registry import Op, variant
+from gpam.nn.seeded_init import Rule
 
 #: functional keyword arguments the layer itself sets (``attn_kwargs`` may not override them)
 LAYER_KWARGS: tuple[str, ...] = ("attn_mask", "is_causal", "dropout_p", "return_weights")
@@ -140,6 +141,12 @@ class VariantParams(nn.Module):
     def extra_numel(self) -> int:
         """Parameters beyond the same layer with softmax attention (default: this module's)."""
         return sum(p.numel() for p in self.parameters())
+
+    def init_rules(self) -> dict[str, Rule]:
+        """How each of this module's parameters (names relative to it) is initialised at
+        construction, as ``gpam.nn.seeded_init`` rules (None: deterministic, kept); read by
+        ``gpam.models.paired_init_``. A subclass with parameters must list every one."""
+        return {}
 
 
 def params_class(name: str) -> type[VariantParams] | None:

@@ -115,7 +115,7 @@ def train_lm(
         kw = dict(model_kwargs)
         kw.setdefault("max_len", d.seq_len)
         mcfg = LMConfig(vocab_size=tok.vocab_size, **kw)
-        model = TransformerLM(mcfg).to(dev)
+        model = TransformerLM(mcfg, seed=cfg.seed).to(dev)  # paired across variants
         rep = model.parameter_report()
         if dist.is_main:
             print(f"gpam train lm: {mcfg.attention} attention, {params_line(rep)}", flush=True)

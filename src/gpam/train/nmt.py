@@ -178,7 +178,7 @@ def train_nmt(
         kw = dict(model_kwargs)
         kw.setdefault("max_len", d.max_len + 1)
         mcfg = Seq2SeqConfig(src_vocab_size=tok.vocab_size, **kw)
-        model = Seq2SeqTransformer(mcfg).to(dev)
+        model = Seq2SeqTransformer(mcfg, seed=cfg.seed).to(dev)  # paired across variants
         rep = model.parameter_report()
         if dist.is_main:
             print(
