@@ -94,11 +94,17 @@ def compare_from_args(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    task = None if args.kind == "nmt" else make_task_from_args(args)
-    config = config_from_args(args, task.name if task is not None else "nmt")
+    from gpam.compare.plan_entry import planned, run_planned
+
+    plan = planned(args)  # --lrs / --target-mde build their own kind (with a test split)
+    task = None if args.kind == "nmt" or plan else make_task_from_args(args)
+    name = args.dataset or Path(args.train).name if args.kind == "lm" else args.kind
+    config = config_from_args(args, task.name if task is not None else name)
     config.validate()
     out = Path(args.out).resolve()
-    if args.kind == "nmt":
+    if plan:
+        results = run_planned(args, config, out, make_task_from_args, nmt_data_from_args)
+    elif args.kind == "nmt":
         from gpam.compare.nmt import run_compare_nmt
 
         results = run_compare_nmt(

@@ -72,7 +72,11 @@ def synthetic_test_kind(kind: Any, n_batches: int, batch_size: int) -> TestSplit
 
 
 def lm_test_kind(
-    kind: Any, test_ids: torch.Tensor, batch_size: int, max_eval_tokens: int | None
+    kind: Any,
+    test_ids: torch.Tensor,
+    batch_size: int,
+    max_eval_tokens: int | None,
+    source: str = "text",
 ) -> TestSplitKind:
     """A language-modelling kind scored by perplexity on the token stream ``test_ids`` (at most
     ``max_eval_tokens`` tokens, in batches of ``batch_size`` windows, as validation)."""
@@ -90,6 +94,7 @@ def lm_test_kind(
         "test_tokens": int(test_ids.numel()),
         "test_sha256": hashlib.sha256(test_ids.numpy().tobytes()).hexdigest()[:16],
         "max_eval_tokens": max_eval_tokens,
+        "source": source,
     }
     return TestSplitKind(kind, metric, info)
 
@@ -132,14 +137,17 @@ def lm_splits(d: Any, test: str | None) -> tuple[Any, Any, Any, list[str]]:
 
 def prepare_lm_test_corpus(d: Any, test: str | None) -> tuple[Any, torch.Tensor]:
     """(:class:`gpam.data.lm.LMCorpus` of train and validation, test token stream): the
-    tokenizer is trained on the training split only (:func:`lm_splits` for the splits)."""
+    tokenizer is trained on the training split only (:func:`lm_splits` for the splits; the
+    corpus's last note says where the test split comes from)."""
     from pathlib import Path
 
     from gpam.data.lm import LMCorpus, encode_corpus
     from gpam.data.tokenizer import train_tokenizer
 
     tr, va, te, notes = lm_splits(d, test)
-    tok = train_tokenizer(d.tokenizer, [tr] if isinstance(tr, str) else tr, d.vocab_size, d.min_freq)
+    tok = train_tokenizer(
+        d.tokenizer, [tr] if isinstance(tr, str) else tr, d.vocab_size, d.min_freq
+    )
     name = d.hf_dataset or (Path(d.train).name if d.train else "text")
     corpus = LMCorpus(
         tok,
