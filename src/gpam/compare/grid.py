@@ -62,9 +62,11 @@ class CompareConfig:
 
     ``variants`` are entries as in the module docstring; ``lam_negs`` are daGPAM's lambda values
     (one run per value for every daGPAM entry that does not fix ``lam_neg``); ``match_params``
-    adds a softmax model whose feed-forward width is raised so its parameter count matches the
-    first daGPAM entry's (extra heads add no parameters in multi-head attention, and a wider
-    ``d_model`` moves in steps far coarser than daGPAM's ~1 % overhead at these sizes).
+    adds softmax models whose feed-forward width is raised so their parameter count matches
+    each distinct count above softmax's among the settings
+    (:func:`gpam.compare.runner.matched_d_ffs`; extra heads add no parameters in multi-head
+    attention, and a wider ``d_model`` moves in steps far coarser than daGPAM's ~1 % overhead
+    at these sizes). The entry ``softmax-2h`` is softmax with ``2 n_heads`` heads.
     ``attention_layers`` defaults to ``"all"`` (every layer uses the variant, also for ``cog``,
     whose paper keeps the first and last layers softmax: pass ``"auto"`` for that).
     """
