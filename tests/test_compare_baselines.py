@@ -65,3 +65,32 @@ def test_match_params_nothing_to_match(kind) -> None:
     cfg = _cfg(variants=["softmax", SOFTMAX_2H], match_params=True)
     with pytest.raises(ValueError, match="match_params"):
         matched_d_ffs(cfg, kind)
+
+
+def test_grid_end_to_end_rows_and_report(tmp_path) -> None:
+    from gpam.compare.runner import run_compare
+    from gpam.compare.settings import TrainSettings
+
+    cfg = _cfg(
+        variants=["softmax", SOFTMAX_2H, "dagpam", "diff2"],
+        seeds=[0],
+        match_params=True,
+        train=TrainSettings(steps=2, batch_size=4, eval_every=2, eval_batches=1, eval_batch_size=4),
+    )
+    res = run_compare(cfg, make_task("copy", length=4, n_symbols=4), tmp_path, progress=False)
+    rows = {r["label"]: r for r in res["summary"]["variants"]}
+    assert set(rows) == {
+        "softmax",
+        SOFTMAX_2H,
+        "dagpam",
+        "diff2",
+        f"{MATCHED}-dagpam",
+        f"{MATCHED}-diff2",
+    }
+    assert rows[SOFTMAX_2H]["params"] == rows["softmax"]["params"]
+    assert rows[SOFTMAX_2H]["overhead_pct"] == 0.0
+    assert rows[f"{MATCHED}-diff2"]["params"] >= rows["diff2"]["params"]
+    assert res["runs"][f"{SOFTMAX_2H}/seed=0"]["model_config"]["n_heads"] == 4
+    report = (tmp_path / "report.md").read_text()
+    assert f"{MATCHED}-diff2: softmax with feed-forward width" in report
+    assert "softmax-2h: softmax with twice the heads" in report

@@ -263,3 +263,27 @@ def test_cli_plan_errors_are_one_line(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "lrs" in err[0] and "max_seeds" in err[1]
     assert not (tmp_path / "o").exists()
+
+
+def test_lm_test_kind_scores_the_test_stream(tmp_path: Path) -> None:
+    from gpam.compare.test_split import lm_test_kind, prepare_lm_test_corpus
+    from gpam.train.distributed import DistInfo
+    from gpam.train.lm import LMTask
+
+    text = "".join(chr(ord("a") + (i * 7) % 13) for i in range(3000))
+    (tmp_path / "t.txt").write_text(text)
+    d = LMDataOptions(train=str(tmp_path / "t.txt"), tokenizer="char", seq_len=16, batch_size=4)
+    corpus, test_ids = prepare_lm_test_corpus(d, None)
+    assert (corpus.train_ids.numel(), corpus.val_ids.numel(), test_ids.numel()) == (2400, 300, 300)
+    kind = lm_test_kind(as_kind(corpus), test_ids, 4, None, corpus.notes[-1])
+    cfg = _cfg(variants=["softmax"])
+    torch.manual_seed(0)
+    model = kind.build(kind.model_config(cfg, runner.grid(cfg)[0]))
+    dev = torch.device("cpu")
+    on_test = LMTask(corpus.train_ids, test_ids, d, 0, DistInfo(), dev).validate(model)
+    on_val = LMTask(corpus.train_ids, corpus.val_ids, d, 0, DistInfo(), dev).validate(model)
+    got = kind.final_metric(model, {}, dev)
+    assert got == pytest.approx(on_test.metrics["perplexity"], rel=1e-6)
+    assert got != pytest.approx(on_val.metrics["perplexity"], rel=1e-6)
+    val = kind.val_final_metric(model, {"final_val_metrics": {"val_perplexity": 3.0}}, dev)
+    assert val == 3.0 and kind.describe()["test"]["test_tokens"] == 300
