@@ -89,7 +89,7 @@ def run_planned(
     if args.lrs:
         check_tuning(args.lrs, args.tune_seeds)
     elif getattr(args, "test", None) or getattr(args, "test_src", None):
-        raise ValueError("--test: a test split is used with --lrs only")
+        raise ValueError("--test, --test-src: a test split is used with --lrs only")
     if args.target_mde:
         check_power(args.target_mde, args.max_seeds, len(config.seeds))
     kind = kind_from_args(args, config, bool(args.lrs), make_task, nmt_data)
