@@ -260,8 +260,11 @@ def test_cli_plan_errors_are_one_line(tmp_path: Path, capsys) -> None:
     base = ["compare", "synthetic", "--out", str(tmp_path / "o"), "--quiet"]
     assert main([*base, "--lrs", "1e-3,1e-3"]) == 2
     assert main([*base, "--target-mde", "0.1", "--max-seeds", "2"]) == 2
+    assert main([*base, "--tune-seeds", "1"]) == 2  # would do nothing without --lrs
+    assert main([*base, "--max-seeds", "4"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "lrs" in err[0] and "max_seeds" in err[1]
+    assert len(err) == 4 and "lrs" in err[0] and "max_seeds" in err[1]
+    assert "--tune-seeds is used with --lrs only" in err[2] and "--target-mde" in err[3]
     assert not (tmp_path / "o").exists()
 
 

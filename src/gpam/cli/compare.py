@@ -77,7 +77,10 @@ def _add_grid(p: argparse.ArgumentParser, kind: str, steps: int) -> None:
         "every run at --lr)",
     )
     t.add_argument(
-        "--tune-seeds", type=comma_ints, default=[0], help="seeds of the tuning runs (default: 0)"
+        "--tune-seeds",
+        type=comma_ints,
+        default=None,
+        help="seeds of the --lrs tuning runs (default: 0)",
     )
     t.add_argument(
         "--target-mde",
@@ -89,8 +92,8 @@ def _add_grid(p: argparse.ArgumentParser, kind: str, steps: int) -> None:
     t.add_argument(
         "--max-seeds",
         type=positive_int,
-        default=10,
-        help="seed budget of --target-mde",
+        default=None,
+        help="seed budget of --target-mde (default: 10)",
     )
     b = p.add_argument_group("budget (equal for every run)")
     b.add_argument("--steps", type=positive_int, default=steps, help="training steps per run")

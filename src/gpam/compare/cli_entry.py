@@ -8,6 +8,7 @@ from typing import Any
 
 from gpam._namespace import dataclass_from
 from gpam.compare.grid import CompareConfig
+from gpam.compare.plan_entry import check_options, planned, run_planned
 from gpam.compare.report import format_table
 from gpam.compare.runner import run_compare
 from gpam.compare.settings import TrainSettings
@@ -94,8 +95,7 @@ def compare_from_args(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from gpam.compare.plan_entry import planned, run_planned
-
+    check_options(args)
     plan = planned(args)  # --lrs / --target-mde build their own kind (with a test split)
     task = None if args.kind == "nmt" or plan else make_task_from_args(args)
     name = args.dataset or Path(args.train).name if args.kind == "lm" else args.kind

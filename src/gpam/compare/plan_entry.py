@@ -14,6 +14,28 @@ from gpam.compare.grid import CompareConfig
 NMT_TEST_FRACTION = 0.1  # of the training pairs, the test split without --test-src/--test-tgt
 
 
+TUNE_SEEDS = [0]  # --tune-seeds default
+MAX_SEEDS = 10  # --max-seeds default
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """ValueError naming an option given without the one it belongs to (it would do nothing)."""
+    lone = [
+        (opt, dest, needs)
+        for opt, dest, needs in (
+            ("--tune-seeds", "tune_seeds", "lrs"),
+            ("--test", "test", "lrs"),
+            ("--test-src", "test_src", "lrs"),
+            ("--test-tgt", "test_tgt", "lrs"),
+            ("--max-seeds", "max_seeds", "target_mde"),
+        )
+        if getattr(args, dest, None) is not None and not getattr(args, needs, None)
+    ]
+    if lone:
+        opt, _, needs = lone[0]
+        raise ValueError(f"{opt} is used with --{needs.replace('_', '-')} only")
+
+
 def planned(args: argparse.Namespace) -> bool:
     """Whether the options ask for learning-rate tuning or seeds by power."""
     return bool(getattr(args, "lrs", None) or getattr(args, "target_mde", None))
@@ -86,19 +108,18 @@ def run_planned(
     from gpam.compare.tuning import check_tuning, run_tuned
 
     # every check before the data is read and anything trains
+    check_options(args)
+    tune_seeds = args.tune_seeds or TUNE_SEEDS
+    max_seeds = args.max_seeds or MAX_SEEDS
     if args.lrs:
-        check_tuning(args.lrs, args.tune_seeds)
-    elif getattr(args, "test", None) or getattr(args, "test_src", None):
-        raise ValueError("--test, --test-src: a test split is used with --lrs only")
+        check_tuning(args.lrs, tune_seeds)
     if args.target_mde:
-        check_power(args.target_mde, args.max_seeds, len(config.seeds))
+        check_power(args.target_mde, max_seeds, len(config.seeds))
     kind = kind_from_args(args, config, bool(args.lrs), make_task, nmt_data)
     final = run_grid
     if args.target_mde:
-        final = functools.partial(
-            run_to_power, target_mde=args.target_mde, max_seeds=args.max_seeds
-        )
+        final = functools.partial(run_to_power, target_mde=args.target_mde, max_seeds=max_seeds)
     progress = not args.quiet
     if args.lrs:
-        return run_tuned(config, kind, out, args.lrs, args.tune_seeds, progress, final=final)
+        return run_tuned(config, kind, out, args.lrs, tune_seeds, progress, final=final)
     return final(config, kind, out, progress)
