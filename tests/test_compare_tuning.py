@@ -262,8 +262,9 @@ def test_cli_plan_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert main([*base, "--target-mde", "0.1", "--max-seeds", "2"]) == 2
     assert main([*base, "--tune-seeds", "1"]) == 2  # would do nothing without --lrs
     assert main([*base, "--max-seeds", "4"]) == 2
+    assert main([*base, "--lrs", "1e-3", "--sizes", "16x1,32x1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and "lrs" in err[0] and "max_seeds" in err[1]
+    assert len(err) == 5 and "lrs" in err[0] and "max_seeds" in err[1] and "--sizes" in err[4]
     assert "--tune-seeds is used with --lrs only" in err[2] and "--target-mde" in err[3]
     assert not (tmp_path / "o").exists()
 

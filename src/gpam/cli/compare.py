@@ -41,6 +41,16 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _sizes(text: str) -> list[tuple[int, int]]:
+    out = []
+    for part in text.split(","):
+        d, sep, n = part.strip().lower().partition("x")
+        if not (sep and d.isdigit() and n.isdigit() and int(d) > 0 and int(n) > 0):
+            raise argparse.ArgumentTypeError(f"expected D_MODELxLAYERS,... like 64x2, got {part!r}")
+        out.append((int(d), int(n)))
+    return out
+
+
 def _add_grid(p: argparse.ArgumentParser, kind: str, steps: int) -> None:
     g = p.add_argument_group("grid")
     g.add_argument(
@@ -139,6 +149,16 @@ def _add_grid(p: argparse.ArgumentParser, kind: str, steps: int) -> None:
     layers = "layers per encoder and per decoder" if kind == "nmt" else "layers"
     add_model_shape(m, 64, 2, 4, layers_help=layers)
     m.add_argument("--d-ff", type=positive_int, default=None, help="MLP width (default: 4 d_model)")
+    m.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=None,
+        metavar="DxL,...",
+        help="model sizes d_model x layers, e.g. 64x2,128x2,192x3 (heads and --d-ff as set): "
+        "the grid runs at each size in OUT/size=DxL/, then OUT/scaling.md and "
+        "loss_vs_flops.png give loss against training FLOPs and the compute multiplier over "
+        "softmax (default: one size, --d-model x --layers)",
+    )
     m.add_argument("--dropout", type=_fraction, default=0.0, help="dropout")
     m.add_argument(
         "--attention-layers",

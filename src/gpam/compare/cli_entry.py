@@ -102,6 +102,8 @@ def compare_from_args(args: argparse.Namespace) -> int:
     config = config_from_args(args, task.name if task is not None else name)
     config.validate()
     out = Path(args.out).resolve()
+    if getattr(args, "sizes", None):
+        return _sizes_from_args(args, config, task, out)
     if plan:
         results = run_planned(args, config, out, make_task_from_args, nmt_data_from_args)
     elif args.kind == "nmt":
@@ -120,4 +122,26 @@ def compare_from_args(args: argparse.Namespace) -> int:
         results = run_compare(config, task, out, progress=not args.quiet)
     print(format_table(results["summary"]))
     print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def _sizes_from_args(args: argparse.Namespace, config: CompareConfig, task: Any, out: Path) -> int:
+    """``--sizes``: the grid at every size, then the scaling report (prints its tables)."""
+    from gpam.compare.kinds import as_kind
+    from gpam.compare.scaling import format_multiplier_table, run_sizes, size_configs
+
+    size_configs(config, args.sizes)  # a size that does not fit fails before any data work
+    if args.kind == "nmt":
+        from gpam.compare.nmt import NMTKind
+
+        kind = NMTKind(nmt_data_from_args(args), args.bleu_limit, args.beam_size,
+                       args.label_smoothing)  # fmt: skip
+    else:
+        kind = as_kind(task)
+    doc = run_sizes(config, kind, out, args.sizes, progress=not args.quiet)
+    if doc.get("multiplier"):
+        print(format_multiplier_table(doc["multiplier"]))
+    else:
+        print(f"no compute multiplier: {doc.get('multiplier_error')}")
+    print(f"report: {out / 'scaling.md'}")
     return 0

@@ -34,6 +34,8 @@ def check_options(args: argparse.Namespace) -> None:
     if lone:
         opt, _, needs = lone[0]
         raise ValueError(f"{opt} is used with --{needs.replace('_', '-')} only")
+    if getattr(args, "sizes", None) and planned(args):
+        raise ValueError("--sizes with --lrs or --target-mde is not supported: run each size alone")
 
 
 def planned(args: argparse.Namespace) -> bool:

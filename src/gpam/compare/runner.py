@@ -19,6 +19,7 @@ import json
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from gpam._io import atomic_write_json
-from gpam.compare import measure
+from gpam.compare import flops, measure
 from gpam.compare.grid import (
     KINDS,
     MATCHED,
@@ -182,9 +183,11 @@ def train_one(
         first, _ = task.batch({})
         act = measure.activation_bytes(model, lambda m, b: task.loss(m, b)[0], first)
         memory_method = "cpu estimate: params+grads+AdamW state+saved activations of one step"
+    shapes = flops.BatchShapes(task)  # the batches trained on: the run's FLOPs
+    cpu0 = time.process_time()
     res = train_loop(
         model,
-        task,
+        shapes,
         kind.tokenizer,
         _train_config(config, spec),
         run_dir,
@@ -193,6 +196,7 @@ def train_one(
         resume=resume,
         quiet=True,
     )
+    cpu_s = time.process_time() - cpu0
     peak = (
         torch.cuda.max_memory_allocated(dev)
         if dev.type == "cuda"
@@ -225,6 +229,8 @@ def train_one(
         "train_s": res["elapsed_s"],
         "budget_clock": res["budget_clock"],
         "time_per_step_ms": res["step_time_ms"],
+        "train_flops": flops.training_flops(mc.to_dict(), shapes.shapes, res["steps"]),
+        "cpu_s": cpu_s,
         "peak_memory_mb": peak / 2**20,
         "memory_method": memory_method,
         "rank_collapse": kind.rank_collapse(model, task),
