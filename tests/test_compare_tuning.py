@@ -252,6 +252,7 @@ def test_cli_nmt_lrs_holds_out_a_test_split(tmp_path: Path, monkeypatch) -> None
     }
     for r in doc["runs"].values():
         assert r["final_metric"] != r["val_final_metric"]  # test vs validation perplexity
+    assert "4 sentence pairs; the last 0.1 of the training pairs" in (out / "report.md").read_text()
 
 
 def test_cli_plan_errors_are_one_line(tmp_path: Path, capsys) -> None:

@@ -49,6 +49,9 @@ class NMTKind:
         self.label_smoothing = label_smoothing
         tr, va, self.notes = load_nmt_pairs(data)
         tr, self.test_text = _split_test(tr, test)
+        self.test_source = (
+            f"the last {test:g} of the training pairs" if isinstance(test, float) else "test files"
+        )
         texts = [s for s, _ in tr] + [t for _, t in tr]
         self.tokenizer = train_tokenizer(data.tokenizer, texts, data.vocab_size, data.min_freq)
         self.train_ids, _ = encode_pairs(tr, self.tokenizer, self.tokenizer, data.max_len)
@@ -144,7 +147,12 @@ class NMTKind:
         import hashlib
 
         h = hashlib.sha256("\n".join(f"{a}\t{b}" for a, b in self.test_text).encode())
-        return {"split": "pairs", "test_pairs": len(self.test_text), "sha256": h.hexdigest()[:16]}
+        return {
+            "split": "pairs",
+            "test_pairs": len(self.test_text),
+            "source": self.test_source,
+            "sha256": h.hexdigest()[:16],
+        }
 
     def test_metric(self, model: nn.Module, device: torch.device) -> float:
         """The final metric on the test split (BLEU on its first ``bleu_limit`` pairs, or

@@ -203,7 +203,7 @@ def _test_note(results: dict[str, Any]) -> str | None:
         return f"a separately seeded test set (batch seeds {test['seed']} + i)"
     if test.get("split") == "text":
         return f"the test split ({test['test_tokens']:,} tokens; {test.get('source', 'text')})"
-    return f"the test split ({test.get('test_pairs', '?')} sentence pairs)"
+    return f"the test split ({test.get('test_pairs', '?')} sentence pairs; {test.get('source')})"
 
 
 def write_tuning_section(results: dict[str, Any], out: Path) -> None:
