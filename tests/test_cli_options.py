@@ -182,6 +182,7 @@ def test_every_compare_option_takes_effect(kind, monkeypatch, tmp_path, capsys):
     calls = _capture(monkeypatch, entry, "run_compare")
     _capture(monkeypatch, cnmt, "run_compare_nmt")
     monkeypatch.setattr(cnmt, "run_compare_nmt", entry.run_compare)  # one capture list
+    monkeypatch.setattr(entry, "run_planned", entry.run_compare)  # --lrs / --target-mde
     monkeypatch.setattr(dlm, "prepare_lm_corpus", lambda d, *a, **k: _Named(repr(d)))
     base = {
         "synthetic": ["compare", "synthetic"],

@@ -73,10 +73,38 @@ def _add_grid(p: argparse.ArgumentParser, kind: str, steps: int) -> None:
     g.add_argument(
         "--match-params",
         action="store_true",
-        help="add 'softmax-matched': softmax with a wider feed-forward so its parameter count "
-        "matches daGPAM's",
+        help="add a softmax with a wider feed-forward for every parameter count above softmax's "
+        "in the grid: 'softmax-matched' (one count) or 'softmax-matched-SETTING' (several)",
     )
     add_dagpam_options(g)
+    t = p.add_argument_group("learning rate per setting and seeds by power")
+    t.add_argument(
+        "--lrs",
+        type=comma_floats,
+        default=None,
+        help="learning rates to try per setting on --tune-seeds; the best on validation is "
+        "used for every --seeds run and final numbers come from the test split (default: none, "
+        "every run at --lr)",
+    )
+    t.add_argument(
+        "--tune-seeds",
+        type=comma_ints,
+        default=None,
+        help="seeds of the --lrs tuning runs (default: 0)",
+    )
+    t.add_argument(
+        "--target-mde",
+        type=positive_float,
+        default=None,
+        help="add paired seeds until every row's MDE80 at equal steps is at most this "
+        "(default: none, just --seeds)",
+    )
+    t.add_argument(
+        "--max-seeds",
+        type=positive_int,
+        default=None,
+        help="seed budget of --target-mde (default: 10)",
+    )
     b = p.add_argument_group("budget (equal for every run)")
     b.add_argument("--steps", type=positive_int, default=steps, help="training steps per run")
     add_budget(b)
@@ -209,6 +237,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0.1,
         help="fraction at the end of the training text used for validation without --valid",
     )
+    lm.add_argument(
+        "--test",
+        help="test text file for --lrs (default: hold out the end of --train: train/validation/"
+        "test = 1-2f/f/f of it with f = --holdout-fraction, or 1-f/-/f with --valid)",
+    )
     add_tokenizer(lm, "char")
     lm.add_argument(
         "--vocab-size", type=positive_int, default=None, help="vocabulary cap (default: none)"
@@ -237,6 +270,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     nmt.add_argument("--valid-src", help="validation source file (default: --dataset's)")
     nmt.add_argument("--valid-tgt", help="validation target file (default: --dataset's)")
+    nmt.add_argument(
+        "--test-src", help="test source file for --lrs (default: the last 10%% of training pairs)"
+    )
+    nmt.add_argument("--test-tgt", help="test target file for --lrs (default: as --test-src)")
     nmt.add_argument(
         "--dataset",
         help="Hugging Face dataset NAME[:CONFIG], e.g. iwslt2017:... (default: the files)",

@@ -8,6 +8,7 @@ from typing import Any
 
 from gpam._namespace import dataclass_from
 from gpam.compare.grid import CompareConfig
+from gpam.compare.plan_entry import check_options, planned, run_planned
 from gpam.compare.report import format_table
 from gpam.compare.runner import run_compare
 from gpam.compare.settings import TrainSettings
@@ -95,13 +96,18 @@ def compare_from_args(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    task = None if args.kind == "nmt" else make_task_from_args(args)
-    config = config_from_args(args, task.name if task is not None else "nmt")
+    check_options(args)
+    plan = planned(args)  # --lrs / --target-mde build their own kind (with a test split)
+    task = None if args.kind == "nmt" or plan else make_task_from_args(args)
+    name = args.dataset or Path(args.train).name if args.kind == "lm" else args.kind
+    config = config_from_args(args, task.name if task is not None else name)
     config.validate()
     out = Path(args.out).resolve()
     if getattr(args, "sizes", None):
         return _sizes_from_args(args, config, task, out)
-    if args.kind == "nmt":
+    if plan:
+        results = run_planned(args, config, out, make_task_from_args, nmt_data_from_args)
+    elif args.kind == "nmt":
         from gpam.compare.nmt import run_compare_nmt
 
         results = run_compare_nmt(

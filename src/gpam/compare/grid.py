@@ -20,6 +20,8 @@ from gpam.compare.settings import TrainSettings
 
 SCHEMA = "gpam.compare/2"
 MATCHED = "softmax-matched"
+# built-in baseline: softmax with twice the heads at the same width (same parameters, 2x maps)
+SOFTMAX_2H = "softmax-2h"
 KINDS = ("synthetic", "lm", "nmt")
 
 
@@ -47,6 +49,8 @@ def parse_variant(entry: str) -> tuple[str, str, dict[str, Any]]:
             options[k] = json.loads(v)
         except json.JSONDecodeError:
             options[k] = v
+    if head == SOFTMAX_2H:
+        return label or text, "softmax", options
     if head not in _variants():
         raise ValueError(f"variants: unknown variant {head!r}; expected some of {_variants()}")
     return label or text, head, options
@@ -58,9 +62,11 @@ class CompareConfig:
 
     ``variants`` are entries as in the module docstring; ``lam_negs`` are daGPAM's lambda values
     (one run per value for every daGPAM entry that does not fix ``lam_neg``); ``match_params``
-    adds a softmax model whose feed-forward width is raised so its parameter count matches the
-    first daGPAM entry's (extra heads add no parameters in multi-head attention, and a wider
-    ``d_model`` moves in steps far coarser than daGPAM's ~1 % overhead at these sizes).
+    adds softmax models whose feed-forward width is raised so their parameter count matches
+    each distinct count above softmax's among the settings
+    (:func:`gpam.compare.runner.matched_d_ffs`; extra heads add no parameters in multi-head
+    attention, and a wider ``d_model`` moves in steps far coarser than daGPAM's ~1 % overhead
+    at these sizes). The entry ``softmax-2h`` is softmax with ``2 n_heads`` heads.
     ``attention_layers`` defaults to ``"all"`` (every layer uses the variant, also for ``cog``,
     whose paper keeps the first and last layers softmax: pass ``"auto"`` for that).
     """
@@ -96,8 +102,8 @@ class CompareConfig:
             raise ValueError(f"seeds must be distinct integers, got {self.seeds}")
         if not self.lam_negs or any(not (x >= 0) for x in self.lam_negs):
             raise ValueError(f"lam_negs must be numbers >= 0, got {self.lam_negs}")
-        if self.match_params and not any(p[1] == "dagpam" for p in parsed):
-            raise ValueError("match_params needs 'dagpam' among the variants")
+        if self.match_params and all(p[1] == "softmax" for p in parsed):
+            raise ValueError("match_params needs a variant other than softmax among the variants")
         self.train.validate()
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,6 +121,7 @@ class RunSpec:
     lam_neg: float | None = None
     d_ff: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    lr: float | None = None  # the run's own peak learning rate (None: the grid's ``train.lr``)
 
     @property
     def key(self) -> str:
@@ -136,14 +143,36 @@ class RunSpec:
         return kw
 
 
-def grid(config: CompareConfig, matched_ff: int | None = None) -> list[RunSpec]:
+def _is_2h(entry: str) -> bool:
+    """Whether a ``variants`` entry names the built-in ``softmax-2h`` baseline."""
+    head = entry.strip().split("+")[0]
+    return head.split("=", 1)[-1].strip() == SOFTMAX_2H
+
+
+def grid(
+    config: CompareConfig,
+    matched_ff: int | dict[str, int] | None = None,
+    lrs: dict[str, float] | None = None,
+) -> list[RunSpec]:
     """Every run of ``config`` in a seed-major order (all variants of seed 0 first);
-    ``matched_ff``: the matched softmax's feed-forward width (needed when ``match_params``)."""
+    ``matched_ff``: the matched softmaxes' feed-forward widths, ``{label: d_ff}`` (an int means
+    ``{MATCHED: d_ff}``; needed when ``match_params``); ``lrs``: a learning rate per label for the
+    labels that have their own (the others train at ``config.train.lr``)."""
+    specs = _grid(config, {MATCHED: matched_ff} if isinstance(matched_ff, int) else matched_ff)
+    for s in specs:
+        if lrs and s.label in lrs:
+            s.lr = float(lrs[s.label])
+    return specs
+
+
+def _grid(config: CompareConfig, matched: dict[str, int] | None) -> list[RunSpec]:
     specs: list[RunSpec] = []
     several = len(config.lam_negs) > 1
     for seed in config.seeds:
         for entry in config.variants:
             label, variant, options = parse_variant(entry)
+            if _is_2h(entry):
+                options = {"n_heads": 2 * config.n_heads, **options}
             if variant == "dagpam":
                 options = {**config.dagpam_options, **options}
             if variant != "dagpam" or "lam_neg" in options:
@@ -152,8 +181,9 @@ def grid(config: CompareConfig, matched_ff: int | None = None) -> list[RunSpec]:
             for lam in config.lam_negs:
                 lab = f"{label}(lam={lam:g})" if several else label
                 specs.append(RunSpec(lab, variant, seed, lam, config.d_ff, options))
-        if config.match_params and matched_ff is not None:
-            specs.append(RunSpec(MATCHED, "softmax", seed, None, matched_ff))
+        if config.match_params and matched:
+            for lab, ff in matched.items():
+                specs.append(RunSpec(lab, "softmax", seed, None, ff))
     return specs
 
 

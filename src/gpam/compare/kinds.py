@@ -43,14 +43,14 @@ class Kind(Protocol):
 def build_model_config(config_cls: type, config: CompareConfig, spec: RunSpec, **kw: Any) -> Any:
     """``config_cls`` (LMConfig, Seq2SeqConfig) from the grid's shared size settings, the kind's
     own ``kw`` and the variant's model options; ValueError naming an option the class lacks."""
-    kw = dict(
-        d_model=config.d_model,
-        n_heads=config.n_heads,
-        dropout=config.dropout,
-        attention_layers=config.attention_layers,
+    kw = {
+        "d_model": config.d_model,
+        "n_heads": config.n_heads,  # a run's options may set it (e.g. softmax-2h)
+        "dropout": config.dropout,
+        "attention_layers": config.attention_layers,
         **kw,
         **spec.model_options(),
-    )
+    }
     names = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(kw) - names)
     if unknown:

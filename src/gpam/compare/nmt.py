@@ -28,8 +28,15 @@ class NMTKind:
     """Encoder-decoder translation models on sentence pairs (``gpam.train.nmt``'s data)."""
 
     def __init__(
-        self, data: Any, bleu_limit: int = 200, beam_size: int = 1, label_smoothing: float = 0.1
+        self,
+        data: Any,
+        bleu_limit: int = 200,
+        beam_size: int = 1,
+        label_smoothing: float = 0.1,
+        test: list[tuple[str, str]] | float | None = None,
     ) -> None:
+        """``test``: test sentence pairs, or a fraction of the training pairs (their end) held
+        out as the test split before the tokenizer is trained (:meth:`test_metric`)."""
         from gpam.data.pairs import encode_pairs
         from gpam.data.tokenizer import train_tokenizer
         from gpam.train.nmt import load_nmt_pairs
@@ -41,11 +48,20 @@ class NMTKind:
         self.data, self.bleu_limit, self.beam_size = data, bleu_limit, beam_size
         self.label_smoothing = label_smoothing
         tr, va, self.notes = load_nmt_pairs(data)
+        tr, self.test_text = _split_test(tr, test)
+        self.test_source = (
+            f"the last {test:g} of the training pairs" if isinstance(test, float) else "test files"
+        )
         texts = [s for s, _ in tr] + [t for _, t in tr]
         self.tokenizer = train_tokenizer(data.tokenizer, texts, data.vocab_size, data.min_freq)
         self.train_ids, _ = encode_pairs(tr, self.tokenizer, self.tokenizer, data.max_len)
         self.valid_ids, _ = encode_pairs(va, self.tokenizer, self.tokenizer, data.max_len)
         self.valid_text = va
+        self.test_ids = (
+            encode_pairs(self.test_text, self.tokenizer, self.tokenizer, data.max_len)[0]
+            if self.test_text
+            else None
+        )
         self.metric = "bleu" if bleu_limit > 0 else "perplexity"
         self.name = data.hf_dataset or Path(data.train_src).name
 
@@ -124,11 +140,39 @@ class NMTKind:
     def final_metric(self, model: nn.Module, result: dict[str, Any], device: torch.device) -> float:
         if self.metric == "perplexity":
             return float(result["final_val_metrics"]["val_perplexity"])
+        return self._bleu(model, self.valid_text, device)
+
+    def test_info(self) -> dict[str, Any]:
+        """What the test split is (JSON-safe; joins the run hash)."""
+        import hashlib
+
+        h = hashlib.sha256("\n".join(f"{a}\t{b}" for a, b in self.test_text).encode())
+        return {
+            "split": "pairs",
+            "test_pairs": len(self.test_text),
+            "source": self.test_source,
+            "sha256": h.hexdigest()[:16],
+        }
+
+    def test_metric(self, model: nn.Module, device: torch.device) -> float:
+        """The final metric on the test split (BLEU on its first ``bleu_limit`` pairs, or
+        perplexity)."""
+        if self.test_ids is None:
+            raise ValueError("test: this comparison has no test split")
+        if self.metric == "perplexity":
+            from gpam.train.distributed import DistInfo
+            from gpam.train.nmt import NMTTask
+
+            task = NMTTask(self.train_ids, self.test_ids, self.data, 0, DistInfo(), device, 0.0)
+            return float(task.validate(model).metrics["perplexity"])
+        return self._bleu(model, self.test_text, device)
+
+    def _bleu(self, model: nn.Module, text: list[tuple[str, str]], device: torch.device) -> float:
         import sacrebleu
 
         from gpam.train.evaluate import translate
 
-        pairs = self.valid_text[: self.bleu_limit]
+        pairs = text[: self.bleu_limit]
         model.eval()
         hyps = translate(
             model,
@@ -139,6 +183,23 @@ class NMTKind:
         )
         model.train()
         return float(sacrebleu.corpus_bleu(hyps, [[t for _, t in pairs]]).score)
+
+
+def _split_test(
+    train: list[tuple[str, str]], test: list[tuple[str, str]] | float | None
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(training pairs, test pairs): ``test`` given as pairs, or its fraction of the end of
+    ``train``, or none."""
+    if test is None:
+        return train, []
+    if not isinstance(test, float):
+        if not test:
+            raise ValueError("test: no usable test sentence pairs")
+        return train, list(test)
+    cut = int(len(train) * (1.0 - test))
+    if not 0.0 < test < 1.0 or cut < 1 or cut >= len(train):
+        raise ValueError(f"test: cannot hold out {test} of {len(train)} training pairs")
+    return train[:cut], train[cut:]
 
 
 def run_compare_nmt(

@@ -556,6 +556,12 @@ def plot_time_curves(results: dict[str, Any], out: Path) -> Path | None:
     return path
 
 
+def _matched_target(label: str) -> str:
+    """Whose parameter count a ``softmax-matched[-SETTING]`` row matches."""
+    rest = label[len("softmax-matched") :].lstrip("-")
+    return f"{rest}'s" if rest else "that of the grid's larger setting(s)"
+
+
 def write_report(results: dict[str, Any], out: str | Path) -> Path:
     """Write ``report.md`` (table, settings, correlation, plot links) and the plots into ``out``."""
     out = Path(out)
@@ -619,13 +625,21 @@ def write_report(results: dict[str, Any], out: str | Path) -> Path:
         "",
     ]
     widths = {r["label"]: r["model_config"]["d_ff"] for r in results["runs"].values()}
-    if "softmax-matched" in widths:
+    for lab in sorted(w for w in widths if w.startswith("softmax-matched")):
         text.append(
-            f"softmax-matched: softmax with feed-forward width d_ff={widths['softmax-matched']} "
-            f"(instead of {widths.get('softmax', 'n/a')}) so that its parameter count matches "
-            "daGPAM's (extra heads add no parameters; d_model moves in much coarser steps)."
+            f"{lab}: softmax with feed-forward width d_ff={widths[lab]} "
+            f"(instead of {widths.get('softmax', 'n/a')}) so that its parameter count reaches "
+            f"{_matched_target(lab)} (extra heads add no parameters; d_model moves in much "
+            "coarser steps)."
         )
         text.append("")
+    if "softmax-2h" in widths:
+        text += [
+            "softmax-2h: softmax with twice the heads at the same width (same parameters as "
+            "softmax, twice the attention maps: daGPAM's two maps per head without negative "
+            "weights).",
+            "",
+        ]
     methods = {r.get("memory_method") for r in results["runs"].values() if r.get("memory_method")}
     if methods:
         text.append(f"Memory method: {', '.join(sorted(methods))}.")

@@ -56,6 +56,7 @@ __all__ = [
     "grid",
     "load_results",
     "matched_d_ff",
+    "matched_d_ffs",
     "parse_variant",
     "run_compare",
     "run_grid",
@@ -92,6 +93,31 @@ def matched_d_ff(config: CompareConfig, kind: Kind) -> int:
     return base_ff + max(0, math.ceil((target - p0) / (p1 - p0)))
 
 
+def matched_d_ffs(config: CompareConfig, kind: Kind) -> dict[str, int]:
+    """The matched softmaxes of ``--match-params``: ``{label: d_ff}``, one per distinct
+    parameter count above softmax's among the grid's settings (their first seed), each the
+    smallest feed-forward width that brings softmax to at least that count. The label is
+    ``softmax-matched`` when there is one such count, else ``softmax-matched-<setting>`` after
+    the first setting with that count. ValueError when no setting adds parameters."""
+    base_ff = config.d_ff or 4 * config.d_model
+    p0 = _n_params(kind, config, RunSpec("s", "softmax", 0, None, base_ff))
+    p1 = _n_params(kind, config, RunSpec("s", "softmax", 0, None, base_ff + 1))
+    first_seed = config.seeds[0]
+    counts: dict[int, str] = {}
+    for spec in grid(config):
+        if spec.seed != first_seed:
+            continue
+        n = _n_params(kind, config, spec)
+        if n > p0 and n not in counts:
+            counts[n] = spec.label
+    if not counts:
+        raise ValueError("match_params: no setting in the grid has more parameters than softmax")
+    ffs = {n: base_ff + math.ceil((n - p0) / (p1 - p0)) for n in counts}
+    if len(counts) == 1:
+        return {MATCHED: next(iter(ffs.values()))}
+    return {f"{MATCHED}-{lab}": ffs[n] for n, lab in counts.items()}
+
+
 #: how a run's model is initialised (part of the run hash: runs of another init are retrained)
 INIT_SCHEME = "paired_init_/1"
 
@@ -101,6 +127,8 @@ def run_hash(config: CompareConfig, kind: Kind, spec: RunSpec) -> str:
     the initialisation scheme (:data:`INIT_SCHEME`)."""
     train = dataclasses.asdict(config.train)
     train.pop("device", None)
+    if spec.lr is not None:  # a run at its own rate hashes as a grid at that rate
+        train["lr"] = float(spec.lr)
     shared = {
         "engine": "gpam.train.train_loop/3",  # 3: fused AdamW, device-side totals
         "init": INIT_SCHEME,
@@ -169,7 +197,7 @@ def train_one(
         model,
         shapes,
         kind.tokenizer,
-        config.train.train_config(spec.seed),
+        _train_config(config, spec),
         run_dir,
         DistInfo(),
         dev,
@@ -196,6 +224,12 @@ def train_one(
     ]
     return model, {
         "final_metric": kind.final_metric(model, res, dev),
+        # a kind with a test split (gpam.compare.test_split) scores final_metric there
+        **(
+            {"val_final_metric": kind.val_final_metric(model, res, dev)}
+            if hasattr(kind, "val_final_metric")
+            else {}
+        ),
         "final_loss": res["final_val_loss"],
         "steps": res["steps"],
         "stopped": res["stopped"],
@@ -213,6 +247,12 @@ def train_one(
     }
 
 
+def _train_config(config: CompareConfig, spec: RunSpec) -> Any:
+    """The engine's settings of one run: the grid's, at the run's own learning rate if any."""
+    tc = config.train.train_config(spec.seed)
+    return tc if spec.lr is None else dataclasses.replace(tc, lr=float(spec.lr))
+
+
 def run_compare(
     config: CompareConfig, task: Any, out: str | os.PathLike, progress: bool = True
 ) -> dict[str, Any]:
@@ -225,16 +265,21 @@ def run_compare(
 
 
 def run_grid(
-    config: CompareConfig, kind: Kind, out: str | os.PathLike, progress: bool = True
+    config: CompareConfig,
+    kind: Kind,
+    out: str | os.PathLike,
+    progress: bool = True,
+    lrs: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """:func:`run_compare` for any :class:`gpam.compare.kinds.Kind`."""
+    """:func:`run_compare` for any :class:`gpam.compare.kinds.Kind`; ``lrs``: a learning rate
+    per label (:func:`gpam.compare.grid.grid`)."""
     config.validate()
     out = Path(out)
     results = load_results(out)
     results.update(kind=config.kind, task=kind.describe(), config=config.to_dict())
     runs: dict[str, Any] = results.setdefault("runs", {})
-    matched_ff = matched_d_ff(config, kind) if config.match_params else None
-    specs = grid(config, matched_ff)
+    matched_ff = matched_d_ffs(config, kind) if config.match_params else None
+    specs = grid(config, matched_ff, lrs)
     softmax_params = _n_params(kind, config, RunSpec("softmax", "softmax", 0, None, config.d_ff))
     todo = []
     for spec in specs:
@@ -256,6 +301,7 @@ def run_grid(
             "seed": spec.seed,
             "lam_neg": spec.lam_neg,
             "options": spec.options,
+            "lr": config.train.lr if spec.lr is None else spec.lr,
             "status": "done",
             "run_hash": h,
             "metric": kind.metric,
@@ -272,10 +318,10 @@ def run_grid(
             save_pretrained(model, mdir)
             if kind.tokenizer is not None:
                 kind.tokenizer.save(mdir / "tokenizer.json")
-        results["summary"] = summarize_runs(runs, config, kind.metric, matched_ff)
+        results["summary"] = summarize_runs(runs, config, kind.metric, matched_ff, lrs)
         atomic_write_json(out / "results.json", results)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the run is recorded
-    results["summary"] = summarize_runs(runs, config, kind.metric, matched_ff)
+    results["summary"] = summarize_runs(runs, config, kind.metric, matched_ff, lrs)
     atomic_write_json(out / "results.json", results)
     from gpam.compare.report import write_report
 
@@ -339,7 +385,11 @@ def _paired(
 
 
 def summarize_runs(
-    runs: dict[str, Any], config: CompareConfig, metric: str, matched_ff: int | None = None
+    runs: dict[str, Any],
+    config: CompareConfig,
+    metric: str,
+    matched_ff: int | dict[str, int] | None = None,
+    lrs: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Per-label statistics, paired differences to softmax, rank collapse vs metric, and the two
     views of the same runs: **equal steps** (the curve quantity at the common step count S, the
@@ -347,7 +397,7 @@ def summarize_runs(
     time over the runs on the budget clock; validation excluded). The curve quantity is the
     validation metric, or the validation loss when the curves hold no metric (see
     :func:`curve_quantity`); values between evaluation points are interpolated linearly."""
-    specs = grid(config, matched_ff)
+    specs = grid(config, matched_ff, lrs)
     wanted = {s.key for s in specs}
     chosen = [r for k, r in runs.items() if k in wanted and r.get("status") == "done"]
     labels: list[str] = []
