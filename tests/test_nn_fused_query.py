@@ -93,3 +93,19 @@ def test_fused_weights_are_the_composition() -> None:
 def test_other_negative_queries_are_not_fused(neg_query) -> None:
     mha = _layer(neg_query=neg_query)
     assert mha.variant.fused_query(mha.q_proj.weight, mha.q_proj.bias) is None
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_compose_query_gradcheck(bias: bool) -> None:
+    """The hand-written backward of the composition (float64 gradcheck)."""
+    from gpam.nn.fused_query import compose_query
+
+    g = torch.Generator().manual_seed(1)
+    h, d, e = 2, 3, 5
+    w = torch.randn(h * d, e, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(h * d, dtype=torch.float64, generator=g, requires_grad=True) if bias else None
+    n = torch.randn(h, d, d, dtype=torch.float64, generator=g, requires_grad=True)
+    if bias:
+        assert torch.autograd.gradcheck(lambda w, b, n: compose_query(w, b, n), (w, b, n))
+    else:
+        assert torch.autograd.gradcheck(lambda w, n: compose_query(w, None, n)[0], (w, n))

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from gpam._names import LAMBDA_MODES, LAMBDA_PARAMS, NEG_INITS, NEG_QUERIES
 from gpam.functional.lambdas import check_lambda
 from gpam.functional.registry import Op
+from gpam.nn.fused_query import compose_query
 from gpam.nn.variant import LayerSpec, Query, QueryProj, VariantParams, heads
 
 __all__ = ["LAMBDA_MODES", "LAMBDA_PARAMS", "NEG_INITS", "NEG_QUERIES", "DagpamParams"]
@@ -288,20 +289,13 @@ class DagpamParams(VariantParams):
         positions) from the query projection ``weight (H*D, E)``, ``bias (H*D,)``.
 
         Per head h its rows are ``[W_h; N_h^T W_h]`` (2D x E; N: ``neg_weight``) and its bias
-        ``[b_h, b_h N_h]``: one batched product with ``[I; N_h^T]`` per forward, so the values
+        ``[b_h, b_h N_h]`` (:func:`gpam.nn.fused_query.compose_query`) per forward, so the values
         are ``Q_pos`` and ``Q_pos N`` to round-off and gradients reach the same parameters. The
         output's heads are (positive, negative) pairs: 2H heads ordered ``2h, 2h + 1``. Else None.
         """
         if self.neg_query != "linear":
             return None
-        h, d = self.spec.num_heads, self.spec.head_dim
-        n = self.neg_weight.to(weight.dtype)
-        eye = torch.eye(d, dtype=weight.dtype, device=weight.device).expand(h, d, d)
-        lift = torch.cat((eye, n.transpose(1, 2)), dim=1)  # (H, 2D, D)
-        w_both = torch.bmm(lift, weight.view(h, d, -1)).view(2 * h * d, -1)
-        if bias is None:
-            return w_both, None
-        return w_both, torch.bmm(bias.view(h, 1, d), lift.transpose(1, 2)).view(2 * h * d)
+        return compose_query(weight, bias, self.neg_weight.to(weight.dtype))
 
     def negative_query(self, x: Tensor | None, q: Tensor | None) -> Tensor:
         """``Q_neg`` (B, H, L, D) before positions, from the query-side input ``x`` (B, L, E)
