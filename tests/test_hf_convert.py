@@ -383,3 +383,27 @@ def test_diff2_and_centered_conversion(batch) -> None:
         gh.convert(copy.deepcopy(model), lambda_mode="layer")
     with pytest.raises(ValueError, match="neg_init"):
         gh.convert(copy.deepcopy(model), neg_init="eye")
+
+
+@pytest.mark.parametrize("lambda_mode", ["head", "token"])
+def test_rotary_negative_query_without_unrotation(lambda_mode, monkeypatch) -> None:
+    """Llama (GQA): Q_neg comes from the kept q_proj output, not from un-rotating the query;
+    the values equal the un-rotation path (float64, round-off) and decoding with a cache."""
+    import gpam.hf.attention as hf_attention
+
+    torch.manual_seed(0)
+    model = gh.convert(_llama().double().eval(), lam_neg=0.4, lambda_mode=lambda_mode)
+    ids = torch.randint(3, V, (2, 7))
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, :2] = 0  # left padding
+    calls = []
+    real = hf_attention.unapply_rope
+    monkeypatch.setattr(hf_attention, "unapply_rope", lambda *a: calls.append(1) or real(*a))
+    kept = model(ids, attention_mask=mask).logits
+    assert not calls
+    for m in model.modules():
+        if hasattr(m, "q_proj"):
+            m.q_proj._forward_hooks.clear()
+    undone = model(ids, attention_mask=mask).logits
+    assert calls
+    torch.testing.assert_close(kept, undone, rtol=1e-10, atol=1e-10)

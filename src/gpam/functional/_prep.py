@@ -11,24 +11,25 @@ from gpam.functional._checks import (
     check_qkv,
     default_scale,
     dropout,
-    expand_kv,
 )
+from gpam.functional._gqa import scores
 
 
 def prepare(
     q: Tensor, k: Tensor, v: Tensor, dropout_p: float, scale: float | None
 ) -> tuple[Tensor, Tensor, float]:
     """Validate ``q (B, H, Lq, D)``, ``k (B, Hkv, Lk, D)``, ``v (B, Hkv, Lk, Dv)``, ``dropout_p``
-    and ``scale``; return ``(k, v)`` expanded to H heads and the scale (default ``D**-0.5``)."""
+    and ``scale``; return ``(k, v)`` (not copied to H heads: see ``gpam.functional._gqa``) and the
+       scale (default ``D**-0.5``)."""
     check_qkv(q, k, v)
     check_dropout(dropout_p)
     s = default_scale(scale, q.shape[-1])
-    return expand_kv(k, q.shape[1]), expand_kv(v, q.shape[1]), s
+    return k, v, s
 
 
 def softmax_map(m: ExplicitMask, q: Tensor, k: Tensor, scale: float, dropout_p: float) -> Tensor:
-    """Masked ``softmax(q k^T * scale)`` with dropout: (B, H, Lq, Lk); k has q's head count."""
-    return dropout(m.softmax((q @ k.transpose(-2, -1)) * scale), dropout_p)
+    """Masked ``softmax(q k^T * scale)`` with dropout: (B, H, Lq, Lk); k has Hkv heads."""
+    return dropout(m.softmax(scores(q, k) * scale), dropout_p)
 
 
 def difference_weights(

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gpam.functional._checks import explicit_mask
+from gpam.functional._checks import expand_kv, explicit_mask
+from gpam.functional._gqa import mix
 from gpam.functional._prep import prepare, softmax_map
 from gpam.functional.softmax import sdpa
 
@@ -42,9 +43,18 @@ def centered_attention(
         a = softmax_map(m, q, k, s, dropout_p)
         keep = _keep(m.keep, is_causal=False, q=q, k=k)
         w = a - keep / keep.sum(-1, keepdim=True).clamp_min(1.0)
-        return w @ v, w
+        return mix(w, v), w
     out = sdpa(q, k, v, attn_mask, is_causal, dropout_p, s)
-    return out - allowed_mean(v, attn_mask, is_causal, q, k)
+    return _grouped_sub(out, allowed_mean(v, attn_mask, is_causal, q, k))
+
+
+def _grouped_sub(out: Tensor, mean: Tensor) -> Tensor:
+    """``out (B, H, Lq, Dv) - mean``, the mean per query head or per (grouped) key/value head."""
+    b, h, lq, dv = out.shape
+    hm = mean.shape[1]
+    if hm in (1, h):
+        return out - mean
+    return (out.view(b, hm, h // hm, lq, dv) - mean[:, :, None]).view(b, h, lq, dv)
 
 
 def allowed_mean(
@@ -52,13 +62,16 @@ def allowed_mean(
 ) -> Tensor:
     """Mean of the values each query row may see: (B, H, Lq or 1, Dv); 0 for rows seeing none.
 
-    ``v`` and ``k`` already have the query's head count. Key-only masks (broadcast over queries)
+    ``v`` may have fewer (grouped) heads than ``q``: the mean then has v's heads unless the mask
+    has one per query head (then v is repeated to H heads). Key-only masks (broadcast over queries)
     and causality use sums and cumulative sums of ``v``; a mask that varies per query row is
     applied as a matrix product with the (bool) mask itself.
     """
     m = explicit_mask(attn_mask, False, q, k)
     lq, lk = q.shape[2], k.shape[2]
     keep = m.keep
+    if keep is not None and keep.dim() == 4 and keep.shape[1] != 1:
+        v = expand_kv(v, q.shape[1])  # a per-head mask: each query head sees its own keys
     if keep is not None and keep.shape[-2] != 1:
         if is_causal:  # a per-row mask is already L x L: combine and multiply
             keep = keep & torch.ones(lq, lk, dtype=torch.bool, device=v.device).tril()

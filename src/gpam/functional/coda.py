@@ -8,6 +8,8 @@ import torch
 from torch import Tensor
 
 from gpam.functional._checks import dropout, explicit_mask
+from gpam.functional._gqa import l1_distances, mix
+from gpam.functional._gqa import scores as qk_scores
 from gpam.functional._prep import prepare
 
 GATES = ("sigmoid", "mean")
@@ -43,9 +45,9 @@ def coda_attention(
             raise ValueError(f"{name} must be a finite number, got {val!r}")
     d = q.shape[-1]
     m = explicit_mask(attn_mask, is_causal, q, k)
-    scores = m.add_bias((q @ k.transpose(-2, -1)) * s)
+    scores = m.add_bias(qk_scores(q, k) * s)
     low = q.dtype in (torch.float16, torch.bfloat16)  # cdist has no half kernels on CPU
-    dist = torch.cdist(q.float(), k.float(), p=1.0).to(q.dtype) if low else torch.cdist(q, k, p=1.0)
+    dist = l1_distances(q.float(), k.float()).to(q.dtype) if low else l1_distances(q, k)
     n = -beta * dist / math.sqrt(d)
     if gate == "sigmoid":
         g = 2.0 * torch.sigmoid(n)
@@ -58,4 +60,5 @@ def coda_attention(
             centre = n.masked_fill(~keep, 0.0).sum(-1, keepdim=True) / count
         g = torch.sigmoid(n - centre)
     w = dropout(m.zero_masked(torch.tanh(alpha * scores) * g), dropout_p)
-    return (w @ v, w) if return_weights else w @ v
+    out = mix(w, v)
+    return (out, w) if return_weights else out

@@ -5,6 +5,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from gpam.functional._checks import dropout, explicit_mask
+from gpam.functional._gqa import mix
+from gpam.functional._gqa import scores as qk_scores
 from gpam.functional._prep import prepare
 
 
@@ -26,7 +28,8 @@ def cog_attention(
     gradient, so gradients reach the logits only through ``|S|``. Computed explicitly (L x L).
     """
     k, v, s = prepare(q, k, v, dropout_p, scale)
-    scores = (q @ k.transpose(-2, -1)) * s
+    scores = qk_scores(q, k) * s
     m = explicit_mask(attn_mask, is_causal, q, k)
     w = dropout(scores.sign() * m.softmax(scores.abs()), dropout_p)
-    return (w @ v, w) if return_weights else w @ v
+    out = mix(w, v)
+    return (out, w) if return_weights else out

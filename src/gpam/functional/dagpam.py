@@ -19,10 +19,10 @@ from gpam.functional._checks import (
     check_qkv,
     check_same,
     default_scale,
-    expand_kv,
     explicit_mask,
     sdpa_mask,
 )
+from gpam.functional._gqa import SDPA_GQA, mix, sdpa_gqa
 from gpam.functional._prep import difference_weights
 from gpam.functional.lambdas import affine_mix, check_lambda_shape
 
@@ -33,8 +33,11 @@ def resolve_lambdas(
     affine: bool,
     num_heads: int,
     ref: Tensor,
-) -> tuple[float | Tensor, float | Tensor]:
-    """Validated ``(lam_pos, lam_neg)``; affine: ``lam_pos = 1 + lam_neg`` (rows sum to 1).
+    *,
+    need_pos: bool = True,
+) -> tuple[float | Tensor | None, float | Tensor]:
+    """Validated ``(lam_pos, lam_neg)``; affine: ``lam_pos = 1 + lam_neg`` (rows sum to 1), or
+    None with ``need_pos=False`` (the affine mix reads lam_neg alone).
 
     Each is a float, a tensor of shape (), (H,) or a 4-D tensor broadcastable to (B, H, Lq, 1)
     (per head and per query token, e.g. a token-dependent lambda); ``ref`` is the query.
@@ -47,7 +50,7 @@ def resolve_lambdas(
             raise ValueError(
                 "lam_pos is fixed to 1 + lam_neg when affine=True; pass affine=False to set it"
             )
-        return 1.0 + lam_neg, lam_neg
+        return (1.0 + lam_neg if need_pos else None), lam_neg
     if lam_pos is None:
         raise ValueError(
             "lam_pos is required when affine=False (rows then sum to lam_pos - lam_neg)"
@@ -92,28 +95,22 @@ def dagpam_attention(
     check_same("q_neg", q_neg, "q_pos", q_pos)
     check_dropout(dropout_p)
     num_heads = q_pos.shape[1]
-    lp, ln = resolve_lambdas(lam_pos, lam_neg, affine, num_heads, q_pos)
+    lp, ln = resolve_lambdas(lam_pos, lam_neg, affine, num_heads, q_pos, need_pos=not affine)
     s = default_scale(scale, q_pos.shape[-1])
     if _use_fused(q_pos, k, v, attn_mask, dropout_p, return_weights):
         out = _fused_or_none(q_pos, q_neg, k, v, None if affine else lp, ln, bool(is_causal), s)
         if out is not None:
             return out
     if return_weights:
-        k, v = expand_kv(k, num_heads), expand_kv(v, num_heads)
         m = explicit_mask(attn_mask, is_causal, q_pos, k)
         w = difference_weights(m, q_pos, k, q_neg, k, lp, ln, s, dropout_p, affine=affine)
-        return w @ v, w
+        return mix(w, v), w
     mask, causal, dead = sdpa_mask(attn_mask, is_causal, q_pos, k)
     if one_call_applies(q_pos, mask):
         o_pos, o_neg = _sdpa_one_call(q_pos, q_neg, k, v, mask, causal, dropout_p, s)
-    else:
-        k, v = expand_kv(k, num_heads), expand_kv(v, num_heads)
-        o_pos = F.scaled_dot_product_attention(
-            q_pos, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal, scale=s
-        )
-        o_neg = F.scaled_dot_product_attention(
-            q_neg, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal, scale=s
-        )
+    else:  # grouped K/V heads are not copied (enable_gqa; torch 2.4: expand_kv)
+        o_pos = sdpa_gqa(q_pos, k, v, mask, causal, dropout_p, s)
+        o_neg = sdpa_gqa(q_neg, k, v, mask, causal, dropout_p, s)
     if affine:
         out = affine_mix(o_pos, o_neg, ln)
     else:
@@ -127,7 +124,6 @@ def dagpam_attention(
 #: grouped-query support is limited to some backends, so two plain calls keep every backend
 #: (not measured on a GPU: benchmarks/gpu_check.py times both). Add a device type to opt in.
 ONE_CALL_DEVICES: frozenset[str] = frozenset()
-_HAS_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)
 
 
 def one_call_applies(
@@ -139,7 +135,7 @@ def one_call_applies(
     :data:`ONE_CALL_DEVICES`) and a mask without a per-head dimension (else two calls).
     """
     types = ONE_CALL_DEVICES if device_types is None else device_types
-    if not _HAS_GQA or q.device.type not in types:
+    if not SDPA_GQA or q.device.type not in types:
         return False
     return mask is None or mask.dim() < 4 or mask.shape[1] == 1
 

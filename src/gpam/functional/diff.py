@@ -13,9 +13,9 @@ from gpam.functional._checks import (
     check_qkv,
     check_same,
     default_scale,
-    expand_kv,
     explicit_mask,
 )
+from gpam.functional._gqa import mix
 from gpam.functional._prep import difference_weights
 from gpam.functional.softmax import sdpa
 
@@ -47,13 +47,11 @@ def diff_attention(
     check_dropout(dropout_p)
     # lam may be negative (Ye et al.'s learned reparameterisation): only its form is checked.
     lam_v = as_lambda("lam", lam, q1.shape[1], q1, nonnegative=False)
-    h = q1.shape[1]
     s = default_scale(scale, q1.shape[-1])
-    k1, k2, v = expand_kv(k1, h), expand_kv(k2, h), expand_kv(v, h)
     if return_weights:
         m = explicit_mask(attn_mask, is_causal, q1, k1)
         w = difference_weights(m, q1, k1, q2, k2, None, lam_v, s, dropout_p)
-        return w @ v, w
+        return mix(w, v), w
     o1 = _sdpa_value_chunks(q1, k1, v, attn_mask, is_causal, dropout_p, s)
     o2 = _sdpa_value_chunks(q2, k2, v, attn_mask, is_causal, dropout_p, s)
     return o1 - lam_v * o2

@@ -18,15 +18,12 @@ from gpam.functional._checks import (
     check_dropout,
     check_qkv,
     default_scale,
-    expand_kv,
     explicit_mask,
     sdpa_mask,
 )
+from gpam.functional._gqa import SDPA_GQA, mix
 from gpam.functional._prep import difference_weights
 from gpam.functional.lambdas import check_token_lambda
-
-#: whether this torch's SDPA takes ``enable_gqa`` (grouped K/V heads without a copy; torch >= 2.5)
-SDPA_GQA: bool = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)
 
 
 def diff2_attention(
@@ -67,10 +64,9 @@ def diff2_attention(
     q_pos = q[:, 0::2]  # (B, H, Lq, D) view: also the reference shape for masks
     if return_weights:
         q_neg = q[:, 1::2]
-        k, v = expand_kv(k, h), expand_kv(v, h)
         m = explicit_mask(attn_mask, is_causal, q_pos, k)
         w = difference_weights(m, q_pos, k, q_neg, k, None, lam_t, s, dropout_p)
-        return w @ v, w
+        return mix(w, v), w
     mask, causal, dead = sdpa_mask(attn_mask, is_causal, q_pos, k)
     if mask is not None:
         mask = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))

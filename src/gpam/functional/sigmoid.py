@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from gpam.functional._checks import data_checks_enabled, dropout, explicit_mask
+from gpam.functional._gqa import mix, scores
 from gpam.functional._prep import prepare
 
 
@@ -47,6 +48,7 @@ def sigmoid_attention(
         bias = bias.to(q.dtype)
     elif isinstance(bias, bool) or not isinstance(bias, (int, float)) or not math.isfinite(bias):
         raise ValueError(f"bias must be a finite number, a tensor or None, got {bias!r}")
-    w = m.zero_masked(m.add_bias((q @ k.transpose(-2, -1)) * s + bias).sigmoid())
+    w = m.zero_masked(m.add_bias(scores(q, k) * s + bias).sigmoid())
     w = dropout(w, dropout_p)
-    return (w @ v, w) if return_weights else w @ v
+    out = mix(w, v)
+    return (out, w) if return_weights else out

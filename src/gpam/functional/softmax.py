@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from gpam.functional._checks import explicit_mask, sdpa_mask
+from gpam.functional._gqa import mix, sdpa_gqa
 from gpam.functional._prep import prepare, softmax_map
 
 
@@ -29,7 +29,7 @@ def softmax_attention(
     k, v, s = prepare(q, k, v, dropout_p, scale)
     if return_weights:
         w = softmax_map(explicit_mask(attn_mask, is_causal, q, k), q, k, s, dropout_p)
-        return w @ v, w
+        return mix(w, v), w
     return sdpa(q, k, v, attn_mask, is_causal, dropout_p, s)
 
 
@@ -42,9 +42,8 @@ def sdpa(
     dropout_p: float,
     scale: float,
 ) -> Tensor:
-    """SDPA with fully-masked rows giving exact zeros (no NaN in outputs or gradients)."""
+    """SDPA with fully-masked rows giving exact zeros (no NaN in outputs or gradients); k/v may
+    have fewer (grouped) heads than q."""
     mask, causal, dead = sdpa_mask(attn_mask, is_causal, q, k)
-    out = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal, scale=scale
-    )
+    out = sdpa_gqa(q, k, v, mask, causal, dropout_p, scale)
     return out if dead is None else out.masked_fill(dead, 0.0)

@@ -22,6 +22,7 @@ from gpam.nn.variant import Query, VariantParams
 
 ATTN_IMPLEMENTATION = "gpam"
 _CTX = "_gpam_ctx"
+_RAW = "_gpam_raw_query"
 
 
 def gpam_attention_forward(
@@ -37,9 +38,9 @@ def gpam_attention_forward(
 ) -> tuple[Tensor, Tensor | None]:
     """transformers attention-function contract, computed by ``gpam.functional``.
 
-    query (B, H, Tq, D), key/value (B, H_kv, Tkv, D) (grouped-query heads are expanded by the
-    gpam core); ``attention_mask`` bool (B|1, 1, Tq, Tkv) or None. Returns
-    ``(out (B, Tq, H, D), weights (B, H, Tq, Tkv) or None)``.
+    query (B, H, Tq, D), key/value (B, H_kv, Tkv, D) (grouped-query heads are not copied: the
+    gpam core uses SDPA's ``enable_gqa`` or a grouped view); ``attention_mask`` bool
+    (B|1, 1, Tq, Tkv) or None. Returns ``(out (B, Tq, H, D), weights (B, H, Tq, Tkv) or None)``.
     """
     state = getattr(module, "gpam", None)
     if not isinstance(state, VariantParams):
@@ -68,8 +69,7 @@ def gpam_attention_forward(
     want_weights = _weights_requested(kwargs)
     rope = ctx.get("rope")
     q_in = Query(
-        ctx.get("hidden"), query,
-        (lambda: unapply_rope(query, *rope)) if rope is not None else (lambda: query),
+        ctx.get("hidden"), query, lambda: _raw_query(module, query, rope),
         (lambda t: apply_rope(t, *rope)) if rope is not None else (lambda t: t),
     )  # fmt: skip
     res = state.attend(
@@ -79,6 +79,24 @@ def gpam_attention_forward(
     )  # fmt: skip
     out, weights = res if want_weights else (res, None)
     return out.transpose(1, 2).contiguous(), weights
+
+
+def _raw_query(module: nn.Module, query: Tensor, rope: tuple[Tensor, Tensor] | None) -> Tensor:
+    """The query (B, H, Tq, D) before rotary positions: the query projection's output kept by
+    :func:`_keep_query` (no un-rotation), else (a layer without ``q_proj``) rotary undone."""
+    if rope is None:
+        return query
+    kept = getattr(getattr(module, "q_proj", None), _RAW, None)
+    if isinstance(kept, Tensor) and kept.shape[:2] == (query.shape[0], query.shape[2]):
+        b, t, d = query.shape[0], query.shape[2], query.shape[3]
+        return kept.view(b, t, -1, d).transpose(1, 2)
+    return unapply_rope(query, *rope)
+
+
+def _keep_query(proj: nn.Module, args: tuple, output: Tensor) -> None:
+    """Forward hook on a rotary layer's ``q_proj``: keep its output (B, T, H*D), the query
+    before positions, for variants that make new queries from it (daGPAM's ``Q_neg``)."""
+    setattr(proj, _RAW, output)
 
 
 def _weights_requested(kwargs: dict[str, Any]) -> bool:
@@ -117,8 +135,11 @@ def _stash_inputs(module: nn.Module, args: tuple, kwargs: dict) -> None:
 
 
 def _clear_inputs(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-    """Forward hook: drop the references kept by :func:`_stash_inputs`."""
+    """Forward hook: drop the references kept by :func:`_stash_inputs` and :func:`_keep_query`."""
     setattr(module, _CTX, None)
+    proj = getattr(module, "q_proj", None)
+    if proj is not None and getattr(proj, _RAW, None) is not None:
+        setattr(proj, _RAW, None)
 
 
 def attach_hooks(module: nn.Module, rotary: bool) -> None:
@@ -129,6 +150,9 @@ def attach_hooks(module: nn.Module, rotary: bool) -> None:
     if state.uses_input or (rotary and state.uses_positions):
         module.register_forward_pre_hook(_stash_inputs, with_kwargs=True)
         module.register_forward_hook(_clear_inputs, with_kwargs=True)
+    proj = getattr(module, "q_proj", None)
+    if rotary and state.uses_positions and isinstance(proj, nn.Module):
+        proj.register_forward_hook(_keep_query)
 
 
 def register() -> str:

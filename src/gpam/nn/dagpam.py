@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from gpam._names import LAMBDA_MODES, LAMBDA_PARAMS, NEG_INITS, NEG_QUERIES
 from gpam.functional.lambdas import check_lambda
 from gpam.functional.registry import Op
+from gpam.nn.fused_query import compose_query
 from gpam.nn.seeded_init import Rule, kept, linear_default, orthogonal_heads
 from gpam.nn.variant import LayerSpec, Query, QueryProj, VariantParams, heads
 
@@ -276,6 +277,13 @@ class DagpamParams(VariantParams):
         (``"head"``), or per-token tensors (B, H, L, 1) (``"token"``, which needs ``x``: the
         query-side layer input (B, L, E), batch first).
         """
+        return self._lambdas(x, True)  # type: ignore[return-value]
+
+    def _lambdas(
+        self, x: Tensor | None, need_pos: bool
+    ) -> tuple[float | Tensor | None, float | Tensor]:
+        """:meth:`lambdas`; with ``affine=True`` and ``need_pos=False`` lam_pos is None (the
+        affine mix does not read it: one op less per layer for tensor lambdas)."""
         lam_pos: float | Tensor | None = self._lam_pos_value
         if self.lambda_mode == "head":
             lam_neg: float | Tensor = self._from_raw(self.lam_neg_param)
@@ -291,7 +299,24 @@ class DagpamParams(VariantParams):
             lam_neg = self._from_raw(raw).transpose(1, 2).unsqueeze(-1)  # (B, H, L, 1)
         else:
             lam_neg = getattr(self, "lam_neg_value", self._lam_neg_value)
-        return (1.0 + lam_neg if self.affine else lam_pos), lam_neg  # type: ignore[return-value,operator]
+        if self.affine:
+            lam_pos = 1.0 + lam_neg if need_pos else None  # type: ignore[operator]
+        return lam_pos, lam_neg
+
+    def fused_query(
+        self, weight: Tensor, bias: Tensor | None
+    ) -> tuple[Tensor, Tensor | None] | None:
+        """``neg_query="linear"``: one projection giving ``Q_pos`` and ``Q_neg`` (before
+        positions) from the query projection ``weight (H*D, E)``, ``bias (H*D,)``.
+
+        Per head h its rows are ``[W_h; N_h^T W_h]`` (2D x E; N: ``neg_weight``) and its bias
+        ``[b_h, b_h N_h]`` (:func:`gpam.nn.fused_query.compose_query`) per forward, so the values
+        are ``Q_pos`` and ``Q_pos N`` to round-off and gradients reach the same parameters. The
+        output's heads are (positive, negative) pairs: 2H heads ordered ``2h, 2h + 1``. Else None.
+        """
+        if self.neg_query != "linear":
+            return None
+        return compose_query(weight, bias, self.neg_weight.to(weight.dtype))
 
     def negative_query(self, x: Tensor | None, q: Tensor | None) -> Tensor:
         """``Q_neg`` (B, H, L, D) before positions, from the query-side input ``x`` (B, L, E)
@@ -301,18 +326,19 @@ class DagpamParams(VariantParams):
         if self.neg_query == "negate":
             return -q  # type: ignore[operator]
         base = torch.relu(q) if self.neg_query == "relu_linear" else q
-        return torch.einsum("bhld,hde->bhle", base, self.neg_weight)
+        return torch.matmul(base, self.neg_weight)  # (B, H, L, D) @ (H, D, D), per head
 
     def attend(self, op: Op, query: Query, k: Tensor, v: Tensor, **common: Any) -> Any:
         q = query.q
-        if self.neg_query == "negate":
+        if query.extra is not None:  # made with the query in one GEMM (fused_query)
+            q_neg = query.extra
+        elif self.neg_query == "negate":
             q_neg = -q  # negation commutes with positions
         elif self.neg_query == "full":
             q_neg = query.rotate(self.negative_query(query.x, None))
         else:
             q_neg = query.rotate(self.negative_query(None, query.raw()))
-        lam_pos, lam_neg = self.lambdas(query.x)
-        lam_pos = None if self.affine else lam_pos
+        lam_pos, lam_neg = self._lambdas(query.x, need_pos=False)
         kw = {"q_neg": q_neg, "lam_pos": lam_pos, "lam_neg": lam_neg, "affine": self.affine}
         return op(q, k, v, **kw, **common)
 

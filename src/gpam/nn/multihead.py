@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gpam.functional.registry import variant
@@ -239,7 +240,12 @@ class MultiheadAttention(nn.Module):
             raise TypeError(f"kv_cache must be a gpam.KVCache, got {type(kv_cache).__name__}")
         query, key, value = self._inputs(query, key, value, kv_cache)
         b, length, _ = query.shape
-        q = heads(self.q_proj(query), self.q_heads)
+        fused = self.variant.fused_query(self.q_proj.weight, self.q_proj.bias)
+        if fused is None:
+            q = heads(self.q_proj(query), self.q_heads)
+        else:  # (2, B, H', L, D): the query and the variant's own one from the same GEMM
+            both = F.linear(query, *fused).view(b, length, self.q_heads, 2, self.head_dim)
+            q = both.permute(3, 0, 2, 1, 4)
         if kv_cache is not None and kv_cache.static and kv_cache.filled:
             k, v, past = kv_cache.k, kv_cache.v, 0
         else:
@@ -252,7 +258,8 @@ class MultiheadAttention(nn.Module):
                 k, v = kv_cache.update(k, v)
         q_raw = q
         if rotary is not None:
-            q = apply_rotary(q, *rotary)
+            q = apply_rotary(q, *rotary)  # both queries of a fused GEMM at once
+        q, extra = (q, None) if fused is None else q.unbind(0)
         if (
             attn_mask is not None
             and attn_mask.dtype == torch.bool
@@ -263,8 +270,9 @@ class MultiheadAttention(nn.Module):
             key_padding_mask, attn_mask, is_causal, past, b, length, k.shape[2], q.dtype, q.device
         )
         rotate = (lambda t: apply_rotary(t, *rotary)) if rotary is not None else _identity
+        raw = (lambda: q_raw) if extra is None else (lambda: q_raw[0])
         res = self.variant.attend(
-            self._op, Query(query, q, lambda: q_raw, rotate), k, v, attn_mask=mask,
+            self._op, Query(query, q, raw, rotate, extra), k, v, attn_mask=mask,
             is_causal=causal, dropout_p=self.dropout if self.training else 0.0,
             return_weights=need_weights, **self.attn_kwargs,
         )  # fmt: skip

@@ -32,13 +32,16 @@ class Query(NamedTuple):
 
     ``x`` (B, L, E): the query-side layer input (batch first; None where the caller has none);
     ``q`` (B, H', L, D): the query as the op sees it (positions applied); ``raw()``: the query
-    before positions; ``rotate(t)``: applies the same positions to a new query ``t``.
+    before positions; ``rotate(t)``: applies the same positions to a new query ``t``;
+    ``extra`` (B, H', L, D) or None: the module's own query, positioned, when the layer made it
+    in the same GEMM as ``q`` (see :meth:`VariantParams.fused_query`).
     """
 
     x: Tensor | None
     q: Tensor
     raw: Callable[[], Tensor]
     rotate: Callable[[Tensor], Tensor]
+    extra: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,17 @@ class VariantParams(nn.Module):
     def uses_positions(self) -> bool:
         """Whether :meth:`attend` makes new queries that need ``q_raw`` / ``rotate``."""
         return False
+
+    def fused_query(
+        self, weight: Tensor, bias: Tensor | None
+    ) -> tuple[Tensor, Tensor | None] | None:
+        """``(weight, bias)`` of one projection giving the layer's query and this module's own
+        query side by side (2H' heads: the layer's first), from the layer's query projection
+        ``weight (H'*D, E)``, ``bias``; None (the default) when the module has no such query.
+
+        The layer then passes the second half, positioned, as ``Query.extra`` to :meth:`attend`.
+        """
+        return None
 
     def attend(self, op: Op, query: Query, k: Tensor, v: Tensor, **common: Any) -> Any:
         """The core: ``op(q, k, v, **common)`` plus this variant's maths before and after.
