@@ -109,3 +109,28 @@ def test_compose_query_gradcheck(bias: bool) -> None:
         assert torch.autograd.gradcheck(lambda w, b, n: compose_query(w, b, n), (w, b, n))
     else:
         assert torch.autograd.gradcheck(lambda w, n: compose_query(w, None, n)[0], (w, n))
+
+
+def test_inference_reuses_the_composed_weight_until_a_parameter_changes() -> None:
+    """Under no_grad the composed query weight is built once (decoding would rebuild it every
+    step); an in-place change of either parameter (an optimiser step) rebuilds it."""
+    mha = _layer()
+    x = torch.randn(2, 5, mha.embed_dim, dtype=mha.q_proj.weight.dtype)
+    with torch.no_grad():
+        first = mha.variant.fused_query(mha.q_proj.weight, mha.q_proj.bias)
+        assert mha.variant.fused_query(mha.q_proj.weight, mha.q_proj.bias) is first
+        out = mha(x, is_causal=True)
+        mha.variant.neg_weight.mul_(0.5)
+        second = mha.variant.fused_query(mha.q_proj.weight, mha.q_proj.bias)
+        assert second is not first and not torch.equal(second[0], first[0])
+        mha.q_proj.weight.add_(0.1)
+        third = mha.variant.fused_query(mha.q_proj.weight, mha.q_proj.bias)
+        assert not torch.equal(third[0], second[0])
+    fresh = mha.variant.fused_query(mha.q_proj.weight, mha.q_proj.bias)  # grad mode: rebuilt
+    torch.testing.assert_close(fresh[0], third[0], rtol=0, atol=0)
+    assert fresh[0].requires_grad and not third[0].requires_grad
+    with torch.no_grad():
+        mha.variant.neg_weight.div_(0.5)
+        mha.q_proj.weight.sub_(0.1)
+        again = mha(x, is_causal=True)
+    torch.testing.assert_close(again, out, rtol=1e-12, atol=1e-12)
