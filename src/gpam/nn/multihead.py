@@ -240,7 +240,12 @@ class MultiheadAttention(nn.Module):
             raise TypeError(f"kv_cache must be a gpam.KVCache, got {type(kv_cache).__name__}")
         query, key, value = self._inputs(query, key, value, kv_cache)
         b, length, _ = query.shape
-        fused = self.variant.fused_query(self.q_proj.weight, self.q_proj.bias)
+        reuse = kv_cache is not None and not torch.is_grad_enabled()
+        fused = kv_cache.derived if reuse else None  # type: ignore[union-attr]
+        if fused is None:
+            fused = self.variant.fused_query(self.q_proj.weight, self.q_proj.bias)
+            if reuse:  # decoding: the parameters stay fixed for the session (one cache each)
+                kv_cache.derived = fused  # type: ignore[union-attr]
         if fused is None:
             q = heads(self.q_proj(query), self.q_heads)
         else:  # (2, B, H', L, D): the query and the variant's own one from the same GEMM
