@@ -329,3 +329,30 @@ def test_cli_help_defaults_are_the_configs_and_unset_options_take_them() -> None
         ["analyze", "trainability", "--d-model", "16", "--heads", "2", "--batch-size", "3"]
     )
     assert trainability_kwargs(args) == {"width": 16, "heads": 2, "batch": 3}
+
+
+def test_loss_plot_gives_each_variant_its_fixed_colour(tmp_path, monkeypatch) -> None:
+    """Issue 20 item 21 holds here too: softmax and daGPAM lines get their fixed colours
+    (a tab20 cycle gave them two shades of blue)."""
+    import matplotlib.axes
+
+    from gpam.analysis import plots
+    from gpam.analysis.trainability_outputs import loss_plot
+
+    seen: dict[str, str] = {}
+    real = matplotlib.axes.Axes.errorbar
+
+    def spy(self, *a, **kw):  # type: ignore[no-untyped-def]
+        seen[kw["label"]] = kw["color"]
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", spy)
+    rows = [
+        {"label": lab, "variant": var, "depth": 2, "qk_gain": 1.0, "skip_weight": a,
+         "val_loss_mean": 3.0 - a, "val_loss_std": 0.01}
+        for lab, var in (("softmax", "softmax"), ("dagpam lam_neg=1", "dagpam"))
+        for a in (0.0, 1.0)
+    ]  # fmt: skip
+    loss_plot(rows, 2, 3.3, tmp_path / "l.png")
+    assert seen == {"softmax": plots.variant_colour("softmax"),
+                    "dagpam lam_neg=1": plots.variant_colour("dagpam")}  # fmt: skip

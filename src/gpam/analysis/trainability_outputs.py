@@ -80,10 +80,12 @@ def loss_plot(rows: Sequence[dict], depth: int, unigram: float, path: Path) -> P
     gains = sorted({r["qk_gain"] for r in rows})
     labels = _labels(rows)
     fig, axes = plt.subplots(1, len(gains), figsize=(4.6 * len(gains), 4.2), squeeze=False)
-    cmap = plt.get_cmap("tab20")
+    variant_of = {r["label"]: r.get("variant", r["label"]) for r in rows}
+    # one fixed colour per variant, as every plot (several settings of one: line style, marker)
+    styles = dict(zip(labels, plots.series_styles([variant_of[lab] for lab in labels])))
     for j, g in enumerate(gains):
         ax = axes[0][j]
-        for i, label in enumerate(labels):
+        for label in labels:
             rs = sorted(
                 (r for r in rows if r["label"] == label and r["qk_gain"] == g),
                 key=lambda r: r["skip_weight"],
@@ -91,10 +93,7 @@ def loss_plot(rows: Sequence[dict], depth: int, unigram: float, path: Path) -> P
             x = [r["skip_weight"] for r in rs]
             y = [math.nan if r["val_loss_mean"] is None else r["val_loss_mean"] for r in rs]
             err = [r["val_loss_std"] or 0.0 for r in rs]
-            ax.errorbar(
-                x, y, yerr=err, marker="o", ms=3, capsize=2, color=cmap(i % 20),
-                ls="-" if i < 10 else "--", label=label,
-            )  # fmt: skip
+            ax.errorbar(x, y, yerr=err, ms=3, capsize=2, label=label, **styles[label])
         ax.axhline(unigram, color="grey", ls=":", lw=1.2, label="unigram loss")
         ax.set_title(f"qk gain {g:g}", fontsize=9)
         ax.set_xlabel("skip weight a around attention")
