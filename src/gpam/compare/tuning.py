@@ -209,7 +209,7 @@ def _test_note(results: dict[str, Any]) -> str | None:
 def write_tuning_section(results: dict[str, Any], out: Path) -> None:
     """Append the tuning section to ``out/report.md`` and draw ``out/lr_curves.png``."""
     tuning = results["tuning"]
-    plot_lr_curves(tuning, out / "lr_curves.png")
+    plot_lr_curves(tuning, out / "lr_curves.png", _styles(results))
     path = out / "report.md"
     text = path.read_text() if path.is_file() else ""
     path.write_text(
@@ -217,9 +217,21 @@ def write_tuning_section(results: dict[str, Any], out: Path) -> None:
     )
 
 
-def plot_lr_curves(tuning: dict[str, Any], path: Path) -> Path:
-    """Validation metric against learning rate (log axis), one line per setting, the chosen
-    rate marked."""
+def _styles(results: dict[str, Any]) -> dict[str, dict]:
+    """The report's plot style per label (each variant's fixed colour), or none."""
+    from gpam.compare.report import label_styles
+
+    try:
+        return label_styles(results)
+    except (KeyError, TypeError):  # no summary yet: matplotlib's colours
+        return {}
+
+
+def plot_lr_curves(
+    tuning: dict[str, Any], path: Path, styles: dict[str, dict] | None = None
+) -> Path:
+    """Validation metric against learning rate (log axis), one line per setting (``styles``:
+    ``plot`` keywords per label, as the report's other plots), the chosen rate marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -229,7 +241,8 @@ def plot_lr_curves(tuning: dict[str, Any], path: Path) -> Path:
     for label, curve in tuning["curves"].items():
         xs = sorted(float(k) for k in curve)
         ys = [curve[f"{x:g}"] for x in xs]
-        (line,) = ax.plot(xs, ys, marker="o", label=label)
+        style = {"marker": "o", **(styles or {}).get(label, {})}
+        (line,) = ax.plot(xs, ys, label=label, **style)
         best = tuning["chosen"][label]
         ax.plot([best], [curve[f"{best:g}"]], marker="*", ms=14, color=line.get_color())
     ax.set_xscale("log")
