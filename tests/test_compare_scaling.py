@@ -4,6 +4,7 @@ report (loss vs FLOPs, fits, compute multiplier)."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -117,3 +118,38 @@ def test_nmt_sizes_count_the_padded_batches(tmp_path, capsys):
         c[("diff2", "8x1")] > c[("softmax", "8x1")]
         and c[("softmax", "16x1")] > c[("softmax", "8x1")]
     )
+
+
+@pytest.mark.slow
+def test_sizes_with_lrs_tune_each_size_and_score_on_the_test_split(tmp_path, capsys):
+    """--sizes with --lrs: every size is tuned on its own (out/size=DxL/tune/), its final runs
+    are at that size's chosen rates and scored on the test split (synthetic accuracy: the
+    multiplier reads the validation loss and says so)."""
+    out = tmp_path / "st"
+    assert main(_synthetic(out, "--sizes", "8x1,16x1", "--lrs", "1e-3,4e-3")) == 0
+    for size in ("8x1", "16x1"):
+        res = json.loads((out / f"size={size}" / "results.json").read_text())
+        chosen = res["tuning"]["chosen"]
+        assert set(chosen) == {"softmax", "dagpam"}
+        for run in res["runs"].values():
+            assert run["lr"] == chosen[run["label"]] and "val_final_metric" in run
+        assert (out / f"size={size}" / "tune" / "lr=0.001" / "results.json").exists()
+    doc = json.loads((out / "scaling.json").read_text())
+    assert doc["loss_key"] == "final_loss" and len(doc["points"]) == 8
+
+
+def test_test_loss_is_the_log_of_a_test_perplexity():
+    """A tuned LM run's final_metric is its test perplexity: the multiplier reads ln of it,
+    not the validation loss; runs without a test split have none."""
+    from gpam.compare.scaling import loss_key, test_loss
+
+    tuned = {"metric": "perplexity", "final_metric": math.e**2, "val_final_metric": 9.0,
+             "final_loss": 2.2}  # fmt: skip
+    assert test_loss(tuned) == pytest.approx(2.0)
+    assert test_loss({"metric": "perplexity", "final_metric": 7.0, "final_loss": 1.9}) is None
+    assert test_loss({"metric": "accuracy", "final_metric": 0.5, "val_final_metric": 0.4}) is None
+    assert loss_key([tuned])[0] == "test_loss"
+    assert loss_key([tuned, {"metric": "perplexity", "final_metric": 7.0}])[0] == "final_loss"
+    per = {"a": {"runs": {"r": {**tuned, "status": "done", "train_flops": 1.0, "label": "s",
+                               "seed": 0}}, "summary": {"variants": [{"label": "s"}]}}}  # fmt: skip
+    assert summarize_sizes(per)["points"][0]["loss"] == pytest.approx(2.0)

@@ -8,7 +8,7 @@ from typing import Any
 
 from gpam._namespace import dataclass_from
 from gpam.compare.grid import CompareConfig
-from gpam.compare.plan_entry import check_options, planned, run_planned
+from gpam.compare.plan_entry import check_options, planned, planned_runner, run_planned
 from gpam.compare.report import format_table
 from gpam.compare.runner import run_compare
 from gpam.compare.settings import TrainSettings
@@ -132,14 +132,17 @@ def _sizes_from_args(args: argparse.Namespace, config: CompareConfig, task: Any,
     from gpam.compare.scaling import format_multiplier_table, run_sizes, size_configs
 
     size_configs(config, args.sizes)  # a size that does not fit fails before any data work
-    if args.kind == "nmt":
+    run = None
+    if planned(args):  # each size tuned (and/or powered) on its own, scored on the test split
+        kind, run = planned_runner(args, config, make_task_from_args, nmt_data_from_args)
+    elif args.kind == "nmt":
         from gpam.compare.nmt import NMTKind
 
         kind = NMTKind(nmt_data_from_args(args), args.bleu_limit, args.beam_size,
                        args.label_smoothing)  # fmt: skip
     else:
         kind = as_kind(task)
-    doc = run_sizes(config, kind, out, args.sizes, progress=not args.quiet)
+    doc = run_sizes(config, kind, out, args.sizes, progress=not args.quiet, run=run)
     if doc.get("multiplier"):
         print(format_multiplier_table(doc["multiplier"]))
     else:

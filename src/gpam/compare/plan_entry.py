@@ -34,8 +34,6 @@ def check_options(args: argparse.Namespace) -> None:
     if lone:
         opt, _, needs = lone[0]
         raise ValueError(f"{opt} is used with --{needs.replace('_', '-')} only")
-    if getattr(args, "sizes", None) and planned(args):
-        raise ValueError("--sizes with --lrs or --target-mde is not supported: run each size alone")
 
 
 def planned(args: argparse.Namespace) -> bool:
@@ -96,6 +94,41 @@ def _nmt_test_pairs(args: argparse.Namespace) -> list | None:
     return pairs
 
 
+def planned_runner(
+    args: argparse.Namespace,
+    config: CompareConfig,
+    make_task: Callable[[argparse.Namespace], Any],
+    nmt_data: Callable[[argparse.Namespace], Any],
+) -> tuple[Any, Callable[..., dict[str, Any]]]:
+    """``(kind, run)`` of ``--lrs`` / ``--target-mde``: the kind (with its test split under
+    ``--lrs``) and ``run(config, kind, out, progress) -> results`` that tunes and/or adds seeds
+    by power, as asked; every option is checked before any data is read (``make_task``,
+    ``nmt_data``: as :func:`kind_from_args`). ``--sizes`` calls ``run`` once per size."""
+    from gpam.compare.power import check_power, run_to_power
+    from gpam.compare.runner import run_grid
+    from gpam.compare.tuning import check_tuning, run_tuned
+
+    check_options(args)
+    tune_seeds = args.tune_seeds or TUNE_SEEDS
+    max_seeds = args.max_seeds or MAX_SEEDS
+    if args.lrs:
+        check_tuning(args.lrs, tune_seeds)
+    if args.target_mde:
+        check_power(args.target_mde, max_seeds, len(config.seeds))
+    kind = kind_from_args(args, config, bool(args.lrs), make_task, nmt_data)
+    final: Callable[..., dict[str, Any]] = run_grid
+    if args.target_mde:
+        final = functools.partial(run_to_power, target_mde=args.target_mde, max_seeds=max_seeds)
+    if not args.lrs:
+        return kind, final
+    lrs = list(args.lrs)
+
+    def tuned(c: CompareConfig, k: Any, out: Path, progress: bool = True) -> dict[str, Any]:
+        return run_tuned(c, k, out, lrs, tune_seeds, progress, final=final)
+
+    return kind, tuned
+
+
 def run_planned(
     args: argparse.Namespace,
     config: CompareConfig,
@@ -105,23 +138,5 @@ def run_planned(
 ) -> dict[str, Any]:
     """Tune (``--lrs``) and/or add seeds by power (``--target-mde``), as asked (``make_task``,
     ``nmt_data``: as :func:`kind_from_args`)."""
-    from gpam.compare.power import check_power, run_to_power
-    from gpam.compare.runner import run_grid
-    from gpam.compare.tuning import check_tuning, run_tuned
-
-    # every check before the data is read and anything trains
-    check_options(args)
-    tune_seeds = args.tune_seeds or TUNE_SEEDS
-    max_seeds = args.max_seeds or MAX_SEEDS
-    if args.lrs:
-        check_tuning(args.lrs, tune_seeds)
-    if args.target_mde:
-        check_power(args.target_mde, max_seeds, len(config.seeds))
-    kind = kind_from_args(args, config, bool(args.lrs), make_task, nmt_data)
-    final = run_grid
-    if args.target_mde:
-        final = functools.partial(run_to_power, target_mde=args.target_mde, max_seeds=max_seeds)
-    progress = not args.quiet
-    if args.lrs:
-        return run_tuned(config, kind, out, args.lrs, tune_seeds, progress, final=final)
-    return final(config, kind, out, progress)
+    kind, run = planned_runner(args, config, make_task, nmt_data)
+    return run(config, kind, out, not args.quiet)

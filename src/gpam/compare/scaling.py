@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +53,15 @@ def run_sizes(
     out: str | os.PathLike,
     sizes: list[tuple[int, int]],
     progress: bool = True,
+    run: Callable[..., dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Run the grid of ``config`` at every size in ``out/size=DxL/``, then write the scaling
-    report into ``out``; returns the ``scaling.json`` document."""
+    report into ``out``; returns the ``scaling.json`` document. ``run(config, kind, out,
+    progress) -> results`` runs one size (default :func:`gpam.compare.runner.run_grid`; the
+    ``--lrs`` / ``--target-mde`` runner tunes each size on its own)."""
     from gpam.compare.runner import run_grid
 
+    run = run or run_grid
     configs = size_configs(config, sizes)
     for c in configs:  # every size's model configs are built before anything trains
         for spec in grid(c, c.d_ff):
@@ -64,7 +69,7 @@ def run_sizes(
     out = Path(out)
     per_size = {}
     for size, c in zip(sizes, configs):
-        per_size[size_name(size)] = run_grid(c, kind, out / f"size={size_name(size)}", progress)
+        per_size[size_name(size)] = run(c, kind, out / f"size={size_name(size)}", progress)
     doc = summarize_sizes(per_size)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "scaling.json", doc)
@@ -72,12 +77,24 @@ def run_sizes(
     return doc
 
 
+def test_loss(run: dict[str, Any]) -> float | None:
+    """A run's test loss in nats/token: its ``test_loss``, or for a perplexity run scored on a
+    test split (``--lrs``: ``final_metric`` is the test perplexity, ``val_final_metric`` the
+    validation one) the log of its test perplexity; None when it has no test loss."""
+    if run.get("test_loss") is not None:
+        return float(run["test_loss"])
+    if "val_final_metric" in run and run.get("metric") == "perplexity":
+        ppl = float(run["final_metric"])
+        return math.log(ppl) if ppl > 0 else math.nan
+    return None
+
+
 def loss_key(runs: list[dict[str, Any]]) -> tuple[str, str]:
     """``(run key, description)`` of the loss the multiplier reads: the test loss when every
-    run has one, else the final validation loss."""
-    if runs and all(r.get("test_loss") is not None for r in runs):
+    run has one (:func:`test_loss`), else the final validation loss."""
+    if runs and all(test_loss(r) is not None for r in runs):
         return "test_loss", "test loss (nats/token)"
-    return "final_loss", "final validation loss (nats/token; no test split in these runs)"
+    return "final_loss", "final validation loss (nats/token; these runs have no test loss)"
 
 
 def summarize_sizes(per_size: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -99,7 +116,7 @@ def summarize_sizes(per_size: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "size": size,
             "seed": r["seed"],
             "compute": float(r["train_flops"]),
-            "loss": float(r[key]),
+            "loss": float(test_loss(r)) if key == "test_loss" else float(r[key]),
             "cpu_s": r.get("cpu_s"),
             "train_s": r.get("train_s"),
             "params": r.get("params"),
