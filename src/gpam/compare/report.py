@@ -562,6 +562,20 @@ def _matched_target(label: str) -> str:
     return f"{rest}'s" if rest else "that of the grid's larger setting(s)"
 
 
+def _lr_text(lr: float, chosen: dict[str, float] | None) -> str:
+    """The report's learning rate: the one rate, or each setting's chosen one (``--lrs``)."""
+    if not chosen:
+        return f"{lr:g}"
+    per = ", ".join(f"{lab} {x:g}" for lab, x in chosen.items())
+    return f"chosen per setting on validation ({per}; see Learning rate per setting)"
+
+
+def _split(results: dict[str, Any]) -> str:
+    """Where the final metric was measured: ``test`` for runs scored on a test split."""
+    runs = results.get("runs", {}).values()
+    return "test" if any("val_final_metric" in r for r in runs) else "validation"
+
+
 def write_report(results: dict[str, Any], out: str | Path) -> Path:
     """Write ``report.md`` (table, settings, correlation, plot links) and the plots into ``out``."""
     out = Path(out)
@@ -587,12 +601,14 @@ def write_report(results: dict[str, Any], out: str | Path) -> Path:
         f"n_heads={cfg['n_heads']}, daGPAM lam_neg={cfg['lam_negs']}  ",
         f"Budget: {budget}, "
         + ("batches of --max-tokens" if results["kind"] == "nmt" else f"batch {tr['batch_size']}")
-        + f", lr {tr['lr']:g} (warmup over the first {tr.get('warmup', 0.1):g} of the budget, "
+        + f", lr {_lr_text(tr['lr'], summary.get('lrs'))} (warmup over the first "
+        f"{tr.get('warmup', 0.1):g} of the budget, "
         "then cosine), weight decay "
         f"{tr.get('weight_decay', 0.01):g}, device {tr['device']}; "
         f"seeds {cfg['seeds']}; runs done {summary['n_runs_done']}/{summary['n_runs_planned']}.",
         "",
-        f"Final validation **{summary['metric']}** ({better} is better). Δ: paired difference "
+        f"Final {_split(results)} **{summary['metric']}** ({better} is better). Δ: paired "
+        "difference "
         "to softmax over seeds (same seed = same initial shared parameters and data order), 95 % "
         "Student-t interval, p from a two-sided paired t-test (scipy.stats.ttest_rel). "
         "Overhead: parameters relative to the softmax model. Peak MB: see memory method "

@@ -472,6 +472,7 @@ def summarize_runs(
         "higher_is_better": metric not in ("perplexity",),
         "n_runs_done": len(chosen),
         "n_runs_planned": len(wanted),
+        "lrs": dict(lrs) if lrs else None,
         "variants": rows,
         "rank_collapse_vs_metric": corr,
         "views": {

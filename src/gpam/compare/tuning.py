@@ -171,8 +171,8 @@ def tuning_text(tuning: dict[str, Any], test: str | None) -> list[str]:
         f"with the best mean validation {tuning['metric']} was chosen and every seed trained at "
         "it. The final numbers above come from "
         + (test or "the kind's own final metric")
-        + ", which chose nothing (the equal-steps and equal-time views read the validation "
-        "curves). Validation "
+        + ", which chose nothing (the equal-steps view is that final test metric, every run "
+        "at the same step count; the equal-time view reads the validation curves). Validation "
         f"{tuning['metric']} per rate:",
         "",
         head,
