@@ -11,8 +11,11 @@ reference: the same inputs in float64 on the CPU through the variant's explicit 
 ``tests/test_functional_reference.py``). The fused Triton kernel (``gpam.kernels.dagpam_fused``)
 is checked the same way where it can run, plus ``lam_neg = 0`` against softmax SDPA in float32
 (no TF32). Then forward+backward time of every variant, of daGPAM's one-call and two-call SDPA
-paths and of the fused kernel is measured against softmax SDPA. Everything goes to a JSON file;
-the exit status is 1 when any check fails, 2 when no GPU is present and ``--cpu`` is not given.
+paths and of the fused kernel is measured against softmax SDPA, and the hot paths of issue 19
+(``gpu_hot_paths.py``: one query GEMM vs two projections, ``enable_gqa`` vs expanded K/V, eager vs
+``torch.compile``), each as an interleaved A/B with a one-line verdict. Everything goes to a JSON
+file; the exit status is 1 when any check fails, 2 when no GPU is present and ``--cpu`` is not
+given.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ import gpam
 from gpam.functional import attention, variant
 from gpam.kernels import dagpam_fused, fused_dagpam_available
 from gpam.kernels.dagpam_fused import interpreter_applies
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_hot_paths import run_hot_paths, verdicts  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 #: (atol, rtol) of outputs per dtype; gradients get twice these.
@@ -228,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--length", type=int, default=None, help="sequence length of the checks")
     p.add_argument("--time-lengths", default=None, help="comma list (default 1024,4096)")
     p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--compile-backend", default=None,
+                   help="torch.compile backend of the hot-path timing (default inductor; "
+                   "--cpu: eager, to keep the smoke run short)")  # fmt: skip
     a = p.parse_args(argv)
     if a.cpu:
         dev, dtypes, dims, length, lengths, reps = "cpu", "float32,bfloat16", "16", 12, "32", 1
@@ -245,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     checks = run_checks(dev, dts, head_dims, length, b=2, h=4)
     timing_dtype = torch.float32 if a.cpu else torch.bfloat16
     timings = run_timings(dev, timing_dtype, time_lengths, 2, 8, head_dims[0], reps)
+    backend = a.compile_backend or ("eager" if a.cpu else "inductor")
+    hot = run_hot_paths(dev, timing_dtype, a.cpu, reps, backend)
     failed = [c for c in checks if not c["ok"]]
     report = {
         "device": torch.cuda.get_device_name(dev) if dev.startswith("cuda") else "cpu (smoke)",
@@ -257,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         "tolerances": {str(k).replace("torch.", ""): v for k, v in TOLERANCES.items()},
         "checks": checks,
         "timings": timings,
+        "hot_paths": hot,
+        "verdicts": verdicts(hot),
         "failed": len(failed),
     }
     Path(a.out).write_text(json.dumps(report, indent=1, default=float))
@@ -268,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     for t in timings:
         print(f"  L={t['length']:>6} {t['method']:<14} {t['fwdbwd_ms']:9.2f} ms  "
               f"{t['x_sdpa']:.2f}x sdpa")  # fmt: skip
+    for line in report["verdicts"]:
+        print("  " + line)
     return 1 if failed else 0
 
 

@@ -42,3 +42,20 @@ def test_cpu_smoke_mode_checks_every_variant(tmp_path):
     assert all(c["output_error_over_tol"] <= 1 for c in report["checks"])
     timed = {t["method"] for t in report["timings"]}
     assert {"sdpa", "dagpam_1call", "dagpam_2call", *gpam.VARIANTS} <= timed
+    _check_hot_paths(report)
+
+
+def _check_hot_paths(report: dict) -> None:
+    """The hot-path A/B sections (issue 19 item 6): medians, ratios, one verdict each, and the
+    two sides of each pair computing the same thing."""
+    hot = report["hot_paths"]
+    fq = hot["fused_query"]
+    assert fq["one_gemm_ms"] > 0 and fq["two_projections_ms"] > 0 and fq["max_abs_diff"] < 1e-5
+    assert [g["attention"] for g in hot["gqa"]] == ["softmax", "dagpam"]
+    assert all(g["kv_heads"] < g["heads"] and g["max_abs_diff"] < 1e-5 for g in hot["gqa"])
+    assert all(g["expanded_over_enable_gqa"] > 0 for g in hot["gqa"])
+    assert [c["attention"] for c in hot["compile"]] == ["softmax", "dagpam"]
+    assert all(c["compiled_ms"] > 0 and c["compile_s"] > 0 for c in hot["compile"])
+    assert all(c["loss_diff"] < 1e-5 for c in hot["compile"])
+    assert len(report["verdicts"]) == 5
+    assert all(("faster" in v) or ("the same" in v) for v in report["verdicts"])
