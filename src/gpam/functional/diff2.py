@@ -14,14 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gpam.functional._checks import (
-    check_dropout,
-    check_qkv,
-    default_scale,
-    explicit_mask,
-    sdpa_mask,
-)
+from gpam.functional._checks import check_dropout, check_qkv, default_scale
 from gpam.functional._gqa import SDPA_GQA, mix
+from gpam.functional._masks import explicit_mask, sdpa_mask
 from gpam.functional._prep import difference_weights
 from gpam.functional.lambdas import check_token_lambda
 

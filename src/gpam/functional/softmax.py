@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from gpam.functional._checks import explicit_mask, sdpa_mask
 from gpam.functional._gqa import mix, sdpa_gqa
+from gpam.functional._masks import explicit_mask, sdpa_mask
 from gpam.functional._prep import prepare, softmax_map
 
 
