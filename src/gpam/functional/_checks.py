@@ -9,6 +9,8 @@ import os
 import torch
 from torch import Tensor
 
+from gpam.functional._lambda_grad import made_nonnegative
+
 MASKED_AT_OR_BELOW = -8192.0
 """An additive float mask entry ``<= -8192`` (``-2**13``, exact in every float dtype; ``-inf``,
 ``-1e9``, ``finfo(dtype).min``, ``-1e4`` in any dtype) counts as *masked*, for every variant;
@@ -142,6 +144,7 @@ def as_lambda(
     if isinstance(value, bool) or not isinstance(value, (int, float, Tensor)):
         raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}")
     if isinstance(value, Tensor):
+        look = nonnegative and data_checks_enabled(value) and not made_nonnegative(value)
         if not value.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
         if value.dim() == 1:
@@ -155,7 +158,7 @@ def as_lambda(
                 f"{name} must be a scalar, shape (heads,) or broadcastable to (B, H, 1, 1), "
                 f"got shape {tuple(value.shape)}"
             )
-        if nonnegative and data_checks_enabled(value) and bool((value < 0).any()):
+        if look and bool((value < 0).any()):  # a clamped lambda is >= 0: no look (a sync)
             raise ValueError(f"{name} must be >= 0, got a negative entry")
         return value.to(ref.dtype)
     return check_lambda(name, value, nonnegative=nonnegative)  # type: ignore[return-value]

@@ -7,7 +7,7 @@ No device-to-host sync: dead rows are computed and filled as tensors, whether or
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -24,8 +24,10 @@ class PreparedMask:
     (no tensor work). ``mask``: bool (True = keep) or additive float with ``-inf`` at masked
     entries, causal merged in, broadcastable to (B, H, Lq, Lk); None when there is none, and then
     ``is_causal`` alone says whether the calls are causal (SDPA's own top-left causal path).
-    ``safe``: ``mask`` with dead rows unmasked, for SDPA (no NaN); ``dead``: bool (..., Lq, 1),
-    rows with no visible key, whose outputs the ops zero. ``shape``: (B, Lq, Lk) it was made for.
+    ``safe``: ``mask`` with dead rows unmasked, for SDPA (no NaN), additive float (0 / ``-inf``;
+    SDPA would turn a bool mask into it at every call); ``dead``: bool (..., Lq, 1),
+    rows with no visible key, whose outputs the ops zero (with ``zero``, a 0-dim tensor made
+    once). ``shape``: (B, Lq, Lk) it was made for.
     """
 
     mask: Tensor | None
@@ -33,19 +35,14 @@ class PreparedMask:
     safe: Tensor | None
     dead: Tensor | None
     shape: tuple[int, int, int]
+    zero: Tensor | None = None
 
     def select_heads(self, index: slice) -> PreparedMask:
         """The mask of the heads ``index`` picks (of a per-head 4-D mask; others unchanged)."""
         if self.mask is None or self.mask.dim() < 4 or self.mask.shape[1] == 1:
             return self
         safe, dead = self.safe, self.dead
-        return PreparedMask(
-            self.mask[:, index],
-            False,
-            safe[:, index],
-            dead[:, index],
-            self.shape,  # type: ignore[index]
-        )
+        return replace(self, mask=self.mask[:, index], safe=safe[:, index], dead=dead[:, index])  # type: ignore[index]
 
 
 def prepare_mask(
@@ -71,12 +68,15 @@ def prepare_mask(
     mask = _validated_mask(attn_mask, (batch, heads, q_len, k_len), dtype, device)
     mask = _with_causal(mask, is_causal, q_len, k_len, device)
     safe, dead = _safe(mask)
-    return PreparedMask(mask, False, safe, dead, shape)
+    zero = torch.zeros((), dtype=dtype, device=device)
+    if safe.dtype == torch.bool:  # additive, as SDPA would make it from a bool mask at each call
+        safe = torch.where(safe, zero, torch.full((), float("-inf"), dtype=dtype, device=device))
+    return PreparedMask(mask, False, safe, dead, shape, zero)
 
 
 def _for_call(pm: PreparedMask, is_causal: bool, q: Tensor, k: Tensor) -> PreparedMask:
     """``pm`` checked against the call's q (B, H, Lq, D) and k (B, Hkv, Lk, D) (shapes only),
-    with a float mask cast to q's dtype where they differ."""
+    with its float parts cast to q's dtype where they differ."""
     if is_causal:
         raise ValueError(
             "is_causal must be False with a PreparedMask attn_mask: causality is part of it "
@@ -97,9 +97,9 @@ def _for_call(pm: PreparedMask, is_causal: bool, q: Tensor, k: Tensor) -> Prepar
         )
     if pm.mask.device != q.device:
         raise ValueError(f"attn_mask (a PreparedMask) is on {pm.mask.device}, q on {q.device}")
-    if pm.mask.is_floating_point() and pm.mask.dtype != q.dtype:
-        safe = pm.safe.to(q.dtype)  # type: ignore[union-attr]
-        return PreparedMask(pm.mask.to(q.dtype), False, safe, pm.dead, pm.shape)
+    if pm.safe is not None and pm.safe.dtype != q.dtype:  # e.g. made in float32, run in bf16
+        mask = pm.mask.to(q.dtype) if pm.mask.is_floating_point() else pm.mask
+        return replace(pm, mask=mask, safe=pm.safe.to(q.dtype))
     return pm
 
 
@@ -177,6 +177,22 @@ def sdpa_mask(
     mask = _with_causal(mask, is_causal, q.shape[2], k.shape[2], q.device)
     safe, dead = _safe(mask)  # type: ignore[arg-type]
     return safe, False, dead
+
+
+def zero_dead(
+    out: Tensor, dead: Tensor | None, attn_mask: Tensor | PreparedMask | None = None
+) -> Tensor:
+    """``out`` (B, H, Lq, Dv) with the rows ``dead`` (..., Lq, 1) marks set to 0 (None: as is);
+    ``attn_mask``: the call's, whose prepared 0 is used when it is a :class:`PreparedMask`.
+
+    ``torch.where`` keeps ``out``'s memory layout (SDPA's output is laid out (B, Lq, H, Dv) when
+    its query is, so the layer's merge of heads stays a view); ``masked_fill`` would return it
+    contiguous in (B, H, Lq, Dv) and cost a copy per layer.
+    """
+    if dead is None:
+        return out
+    zero = attn_mask.zero if isinstance(attn_mask, PreparedMask) else None
+    return torch.where(dead, 0.0 if zero is None else zero, out)
 
 
 @dataclass
