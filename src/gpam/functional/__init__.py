@@ -1,7 +1,9 @@
 """Pure attention math, one function per variant, laid out like ``F.scaled_dot_product_attention``.
 
 Tensors are ``(batch, heads, length, head_dim)``; masks are bool (True = keep) or additive float,
-broadcastable to ``(batch, heads, Lq, Lk)``; rows whose keys are all masked give zeros.
+broadcastable to ``(batch, heads, Lq, Lk)``; rows whose keys are all masked give zeros. A mask
+used by many calls (every layer of a model) can be made once with ``prepare_mask`` and passed as
+``attn_mask=`` (a ``PreparedMask``): the calls then skip its validation and dead-row search.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from typing import Any
 
 from torch import Tensor
 
+from gpam.functional._masks import PreparedMask, prepare_mask
 from gpam.functional.centered import centered_attention
 from gpam.functional.coda import coda_attention
 from gpam.functional.cog import cog_attention
@@ -66,6 +69,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "HF_CONVERTIBLE",
+    "PreparedMask",
     "QUADRATIC",
     "REGISTRY",
     "VARIANTS",
@@ -80,6 +84,7 @@ __all__ = [
     "dagpam_attention",
     "diff2_attention",
     "diff_attention",
+    "prepare_mask",
     "sigmoid_attention",
     "softmax_attention",
     "variant",

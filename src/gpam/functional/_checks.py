@@ -1,13 +1,15 @@
-"""Input validation, grouped-query expansion and mask preparation shared by every variant."""
+"""Input validation and grouped-query expansion shared by every variant (masks:
+``gpam.functional._masks``)."""
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from gpam.functional._lambda_grad import made_nonnegative
 
 MASKED_AT_OR_BELOW = -8192.0
 """An additive float mask entry ``<= -8192`` (``-2**13``, exact in every float dtype; ``-inf``,
@@ -142,6 +144,7 @@ def as_lambda(
     if isinstance(value, bool) or not isinstance(value, (int, float, Tensor)):
         raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}")
     if isinstance(value, Tensor):
+        look = nonnegative and data_checks_enabled(value) and not made_nonnegative(value)
         if not value.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
         if value.dim() == 1:
@@ -155,7 +158,7 @@ def as_lambda(
                 f"{name} must be a scalar, shape (heads,) or broadcastable to (B, H, 1, 1), "
                 f"got shape {tuple(value.shape)}"
             )
-        if nonnegative and data_checks_enabled(value) and bool((value < 0).any()):
+        if look and bool((value < 0).any()):  # a clamped lambda is >= 0: no look (a sync)
             raise ValueError(f"{name} must be >= 0, got a negative entry")
         return value.to(ref.dtype)
     return check_lambda(name, value, nonnegative=nonnegative)  # type: ignore[return-value]
@@ -164,115 +167,6 @@ def as_lambda(
 def _compiling() -> bool:
     compiler = getattr(torch, "compiler", None)
     return bool(compiler is not None and compiler.is_compiling())
-
-
-def _validated_mask(attn_mask: object, q: Tensor, k: Tensor) -> Tensor:
-    if not isinstance(attn_mask, Tensor):
-        raise TypeError(f"attn_mask must be a torch.Tensor or None, got {type(attn_mask).__name__}")
-    if attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
-        raise TypeError(
-            "attn_mask must be bool (True = keep) or floating point (additive), "
-            f"got dtype {attn_mask.dtype}"
-        )
-    target = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
-    ok = attn_mask.dim() <= 4
-    if ok:
-        try:
-            ok = torch.broadcast_shapes(attn_mask.shape, target) == torch.Size(target)
-        except RuntimeError:
-            ok = False
-    if not ok:
-        raise ValueError(
-            f"attn_mask of shape {tuple(attn_mask.shape)} is not broadcastable to "
-            f"(batch, heads, Lq, Lk) = {target}"
-        )
-    if attn_mask.is_floating_point():
-        if data_checks_enabled(attn_mask) and bool(torch.isnan(attn_mask).any()):
-            raise ValueError("attn_mask contains NaN")
-        # One rule for every variant: entries <= MASKED_AT_OR_BELOW become -inf (compared in the
-        # mask's own dtype, before any cast could round them).
-        masked = masked_entries(attn_mask)
-        attn_mask = attn_mask.to(q.dtype).masked_fill(masked, float("-inf"))
-    return attn_mask.to(q.device)
-
-
-def _with_causal(mask: Tensor | None, is_causal: bool, lq: int, lk: int, device) -> Tensor | None:
-    if not is_causal:
-        return mask
-    causal = torch.ones(lq, lk, dtype=torch.bool, device=device).tril()
-    if mask is None:
-        return causal
-    if mask.dtype == torch.bool:
-        return mask & causal
-    return mask.masked_fill(~causal, float("-inf"))
-
-
-def sdpa_mask(
-    attn_mask: Tensor | None, is_causal: bool, q: Tensor, k: Tensor
-) -> tuple[Tensor | None, bool, Tensor | None]:
-    """Mask for ``F.scaled_dot_product_attention`` with fully-masked rows made safe.
-
-    Returns ``(mask, is_causal, dead)``: ``dead`` is a bool ``(..., Lq, 1)`` marking rows with no
-    visible key (the caller zeroes their output with ``masked_fill``), None without ``attn_mask``.
-    Float entries ``<= MASKED_AT_OR_BELOW`` come back as ``-inf``. No device-to-host sync: dead
-    rows are computed and filled as tensors, whether or not there are any.
-    """
-    if attn_mask is None:
-        return None, bool(is_causal), None
-    mask = _with_causal(
-        _validated_mask(attn_mask, q, k), is_causal, q.shape[2], k.shape[2], q.device
-    )
-    if mask.dtype == torch.bool:
-        dead = ~mask.any(-1, keepdim=True)
-        return mask | dead, False, dead
-    dead = torch.isneginf(mask).all(-1, keepdim=True)
-    return mask.masked_fill(dead, 0.0), False, dead
-
-
-@dataclass
-class ExplicitMask:
-    """Mask in the form explicit (L x L) paths need: which entries count, and a finite bias."""
-
-    keep: Tensor | None  # bool, broadcastable to (B, H, Lq, Lk)
-    bias: Tensor | None  # finite additive float, masked entries 0
-    dead: Tensor | None  # bool (..., Lq, 1): rows with no visible key
-
-    def add_bias(self, scores: Tensor) -> Tensor:
-        """``scores + bias`` (finite part of an additive mask)."""
-        return scores if self.bias is None else scores + self.bias
-
-    def zero_masked(self, weights: Tensor) -> Tensor:
-        """Set weights of masked entries (and of dead rows) to exactly 0."""
-        return weights if self.keep is None else weights.masked_fill(~self.keep, 0.0)
-
-    def softmax(self, scores: Tensor) -> Tensor:
-        """Masked softmax over keys; dead rows give all-zero weights and no NaN."""
-        scores = self.add_bias(scores)
-        if self.keep is None:
-            return torch.softmax(scores, dim=-1)
-        scores = scores.masked_fill(~self.keep, float("-inf"))
-        if self.dead is not None:
-            scores = scores.masked_fill(self.dead, 0.0)
-        weights = torch.softmax(scores, dim=-1)
-        return weights if self.dead is None else weights.masked_fill(self.dead, 0.0)
-
-
-def explicit_mask(attn_mask: Tensor | None, is_causal: bool, q: Tensor, k: Tensor) -> ExplicitMask:
-    """Split ``attn_mask`` / ``is_causal`` into keep / bias / dead parts (see ExplicitMask).
-
-    Float entries ``<= MASKED_AT_OR_BELOW`` (and ``-inf``) are masked, as in :func:`sdpa_mask`.
-    No device-to-host sync (``keep`` and ``dead`` are returned whenever there is a mask).
-    """
-    mask = None if attn_mask is None else _validated_mask(attn_mask, q, k)
-    mask = _with_causal(mask, is_causal, q.shape[2], k.shape[2], q.device)
-    if mask is None:
-        return ExplicitMask(None, None, None)
-    if mask.dtype == torch.bool:
-        keep, bias = mask, None
-    else:
-        keep = ~torch.isneginf(mask)
-        bias = mask.masked_fill(~keep, 0.0)
-    return ExplicitMask(keep, bias, ~keep.any(-1, keepdim=True))
 
 
 def dropout(weights: Tensor, dropout_p: float) -> Tensor:

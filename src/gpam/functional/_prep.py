@@ -5,14 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gpam.functional._checks import (
-    ExplicitMask,
-    check_dropout,
-    check_qkv,
-    default_scale,
-    dropout,
-)
+from gpam.functional._checks import check_dropout, check_qkv, default_scale, dropout
 from gpam.functional._gqa import scores
+from gpam.functional._masks import ExplicitMask
 
 
 def prepare(

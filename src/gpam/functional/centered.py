@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gpam.functional._checks import expand_kv, explicit_mask
+from gpam.functional._checks import expand_kv
 from gpam.functional._gqa import mix
+from gpam.functional._masks import explicit_mask
 from gpam.functional._prep import prepare, softmax_map
 from gpam.functional.softmax import sdpa
 

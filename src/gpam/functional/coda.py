@@ -7,9 +7,10 @@ import math
 import torch
 from torch import Tensor
 
-from gpam.functional._checks import dropout, explicit_mask
+from gpam.functional._checks import dropout
 from gpam.functional._gqa import l1_distances, mix
 from gpam.functional._gqa import scores as qk_scores
+from gpam.functional._masks import explicit_mask
 from gpam.functional._prep import prepare
 
 GATES = ("sigmoid", "mean")

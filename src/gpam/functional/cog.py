@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from gpam.functional._checks import dropout, explicit_mask
+from gpam.functional._checks import dropout
 from gpam.functional._gqa import mix
 from gpam.functional._gqa import scores as qk_scores
+from gpam.functional._masks import explicit_mask
 from gpam.functional._prep import prepare
 
 

@@ -13,16 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gpam.functional._checks import (
-    as_lambda,
-    check_dropout,
-    check_qkv,
-    check_same,
-    default_scale,
-    explicit_mask,
-    sdpa_mask,
-)
+from gpam.functional._checks import as_lambda, check_dropout, check_qkv, check_same, default_scale
 from gpam.functional._gqa import SDPA_GQA, mix, sdpa_gqa
+from gpam.functional._masks import explicit_mask, sdpa_mask, zero_dead
 from gpam.functional._prep import difference_weights
 from gpam.functional.lambdas import affine_mix, check_lambda_shape
 
@@ -115,7 +108,7 @@ def dagpam_attention(
         out = affine_mix(o_pos, o_neg, ln)
     else:
         out = lp * o_pos - ln * o_neg
-    return out if dead is None else out.masked_fill(dead, 0.0)
+    return zero_dead(out, dead, attn_mask)
 
 
 #: device types whose default daGPAM path is one SDPA call over 2H query heads; elsewhere two

@@ -7,15 +7,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gpam.functional._checks import (
-    as_lambda,
-    check_dropout,
-    check_qkv,
-    check_same,
-    default_scale,
-    explicit_mask,
-)
+from gpam.functional._checks import as_lambda, check_dropout, check_qkv, check_same, default_scale
 from gpam.functional._gqa import mix
+from gpam.functional._masks import explicit_mask
 from gpam.functional._prep import difference_weights
 from gpam.functional.softmax import sdpa
 

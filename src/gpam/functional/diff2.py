@@ -14,14 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gpam.functional._checks import (
-    check_dropout,
-    check_qkv,
-    default_scale,
-    explicit_mask,
-    sdpa_mask,
-)
+from gpam.functional._checks import check_dropout, check_qkv, default_scale
 from gpam.functional._gqa import SDPA_GQA, mix
+from gpam.functional._masks import explicit_mask, sdpa_mask, zero_dead
 from gpam.functional._prep import difference_weights
 from gpam.functional.lambdas import check_token_lambda
 
@@ -75,7 +70,7 @@ def diff2_attention(
     out = _one_call(q, k, v, mask, causal, dropout_p, s)  # (B, 2H, Lq, Dv)
     out = out.unflatten(1, (h, 2))
     out = out[:, :, 0] - lam_t * out[:, :, 1]
-    return out if dead is None else out.masked_fill(dead, 0.0)
+    return zero_dead(out, dead, attn_mask)
 
 
 def _one_call(

@@ -7,8 +7,15 @@ import torch
 from torch import Tensor
 
 from gpam.functional._checks import as_lambda, check_lambda
+from gpam.functional._lambda_grad import clamp_nonnegative, lerp_by_neg_lambda
 
-__all__ = ["affine_mix", "check_lambda", "check_lambda_shape", "check_token_lambda"]
+__all__ = [
+    "affine_mix",
+    "check_lambda",
+    "check_lambda_shape",
+    "check_token_lambda",
+    "clamp_nonnegative",
+]
 
 
 def check_lambda_shape(name: str, value: float | Tensor, target: tuple[int, int, int]) -> None:
@@ -59,4 +66,6 @@ def affine_mix(pos: Tensor, neg: Tensor, lam_neg: float | Tensor) -> Tensor:
     bf16's spacing near 1 (2^-7), merging small lambdas into one output. Float and tensor
     lambdas take the same form, so a per-token lambda equal to a fixed one gives the same bits.
     """
-    return torch.lerp(pos, neg, -lam_neg if isinstance(lam_neg, Tensor) else -float(lam_neg))
+    if isinstance(lam_neg, Tensor):
+        return lerp_by_neg_lambda(pos, neg, lam_neg)  # a hand-written backward, same bits
+    return torch.lerp(pos, neg, -float(lam_neg))

@@ -7,8 +7,9 @@ import math
 import torch
 from torch import Tensor
 
-from gpam.functional._checks import data_checks_enabled, dropout, explicit_mask
+from gpam.functional._checks import data_checks_enabled, dropout
 from gpam.functional._gqa import mix, scores
+from gpam.functional._masks import explicit_mask
 from gpam.functional._prep import prepare
 
 

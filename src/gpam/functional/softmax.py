@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from gpam.functional._checks import explicit_mask, sdpa_mask
 from gpam.functional._gqa import mix, sdpa_gqa
+from gpam.functional._masks import explicit_mask, sdpa_mask, zero_dead
 from gpam.functional._prep import prepare, softmax_map
 
 
@@ -46,4 +46,4 @@ def sdpa(
     have fewer (grouped) heads than q."""
     mask, causal, dead = sdpa_mask(attn_mask, is_causal, q, k)
     out = sdpa_gqa(q, k, v, mask, causal, dropout_p, scale)
-    return out if dead is None else out.masked_fill(dead, 0.0)
+    return zero_dead(out, dead, attn_mask)

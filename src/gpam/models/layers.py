@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from gpam.functional import PreparedMask
 from gpam.nn import KVCache, MultiheadAttention, RotaryEmbedding
 
 from .config import _CommonConfig
@@ -157,24 +158,22 @@ class TransformerLayer(nn.Module):
         self,
         x: Tensor,
         *,
-        is_causal: bool = False,
-        padding_mask: Tensor | None = None,
+        self_mask: PreparedMask | None = None,
         rotary: tuple[Tensor, Tensor] | None = None,
         self_cache: KVCache | None = None,
         memory: Tensor | None = None,
-        memory_padding_mask: Tensor | None = None,
+        cross_mask: PreparedMask | None = None,
         cross_cache: KVCache | None = None,
     ) -> Tensor:
-        """``x`` ``(B, T, d)`` -> ``(B, T, d)``; caches (if given) are updated by the attention."""
+        """``x`` ``(B, T, d)`` -> ``(B, T, d)``; caches (if given) are updated by the attention.
+
+        ``self_mask`` / ``cross_mask``: the self- and cross-attention masks the model prepared
+        once for all its layers (``gpam.nn.masks.layer_mask``: padding, causality, dead rows);
+        None: no mask, not causal.
+        """
 
         def self_fn(h: Tensor) -> tuple[Tensor, None]:
-            out = self.self_attn(
-                h,
-                key_padding_mask=padding_mask,
-                is_causal=is_causal,
-                kv_cache=self_cache,
-                rotary=rotary,
-            )
+            out = self.self_attn(h, attn_mask=self_mask, kv_cache=self_cache, rotary=rotary)
             return (out.output if self_cache is not None else out), None
 
         x, _ = self._residual(x, self.norm1, self_fn)
@@ -183,9 +182,7 @@ class TransformerLayer(nn.Module):
                 raise ValueError("memory is required for a decoder layer without a filled cache")
 
             def cross_fn(h: Tensor) -> tuple[Tensor, None]:
-                out = self.cross_attn(
-                    h, memory, memory, key_padding_mask=memory_padding_mask, kv_cache=cross_cache
-                )
+                out = self.cross_attn(h, memory, memory, attn_mask=cross_mask, kv_cache=cross_cache)
                 return (out.output if cross_cache is not None else out), None
 
             x, _ = self._residual(x, self.norm2, cross_fn)

@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from gpam.functional._checks import data_checks_enabled
 from gpam.nn import KVCache, parameter_report
+from gpam.nn.masks import layer_mask
 
 from .config import LMConfig
 from .layers import (
@@ -114,14 +115,10 @@ class TransformerLM(nn.Module):
         if absolute is not None:
             x = x + absolute
         x = self.drop(x)
+        # one mask for every layer: padding and causality merged, validated, dead rows found
+        mask = layer_mask(padding_mask, None, True, start, b, t, start + t, x.dtype, x.device)
         for i, block in enumerate(self.blocks):
-            x = block(
-                x,
-                is_causal=True,
-                padding_mask=padding_mask,
-                rotary=rotary,
-                self_cache=caches[i] if caches else None,
-            )
+            x = block(x, self_mask=mask, rotary=rotary, self_cache=caches[i] if caches else None)
         if self.norm_f is not None:
             x = self.norm_f(x)
         logits = self.lm_head(x)

@@ -6,7 +6,9 @@ import math
 
 from torch import Tensor, nn
 
+from gpam.functional import PreparedMask
 from gpam.nn import KVCache, parameter_report
+from gpam.nn.masks import layer_mask
 
 from . import beam
 from .config import Seq2SeqConfig
@@ -91,8 +93,10 @@ class Seq2SeqTransformer(nn.Module):
         if absolute is not None:
             x = x + absolute
         x = self.drop(x)
+        b, n = src_ids.shape
+        mask = layer_mask(src_padding_mask, None, False, 0, b, n, n, x.dtype, x.device)
         for layer in self.encoder:
-            x = layer(x, padding_mask=src_padding_mask, rotary=rotary)
+            x = layer(x, self_mask=mask, rotary=rotary)
         return self.enc_norm(x) if self.enc_norm is not None else x
 
     def new_caches(self) -> DecoderCaches:
@@ -131,22 +135,50 @@ class Seq2SeqTransformer(nn.Module):
         if absolute is not None:
             x = x + absolute
         x = self.drop(x)
+        self_mask, cross_mask = self._decoder_masks(
+            x, start, memory, src_padding_mask, tgt_padding_mask, kv_caches
+        )
         for i, layer in enumerate(self.decoder):
             self_cache, cross_cache = kv_caches[i] if kv_caches else (None, None)
             x = layer(
                 x,
-                is_causal=True,
-                padding_mask=tgt_padding_mask,
+                self_mask=self_mask,
                 rotary=rotary,
                 self_cache=self_cache,
                 memory=memory,
-                memory_padding_mask=src_padding_mask,
+                cross_mask=cross_mask,
                 cross_cache=cross_cache,
             )
         if self.dec_norm is not None:
             x = self.dec_norm(x)
         logits = self.out_proj(x)
         return logits if kv_caches is None else DecoderOutput(logits, kv_caches)
+
+    def _decoder_masks(
+        self,
+        x: Tensor,
+        start: int,
+        memory: Tensor | None,
+        src_padding_mask: Tensor | None,
+        tgt_padding_mask: Tensor | None,
+        kv_caches: DecoderCaches | None,
+    ) -> tuple[PreparedMask, PreparedMask]:
+        """The decoder's causal self-attention mask and its cross-attention mask, once for all
+        layers; ``x`` ``(B, T, d)``, ``start`` cached target positions."""
+        if memory is not None:
+            if not isinstance(memory, Tensor) or memory.dim() != 3:
+                raise ValueError("memory must be 3-D (batch, source length, d_model)")
+            s_len = memory.shape[1]
+        elif kv_caches and kv_caches[0][1].filled:
+            s_len = kv_caches[0][1].length
+        else:
+            raise ValueError("memory is required for a decoder layer without a filled cache")
+        b, t = x.shape[0], x.shape[1]
+        self_mask = layer_mask(
+            tgt_padding_mask, None, True, start, b, t, start + t, x.dtype, x.device
+        )
+        cross_mask = layer_mask(src_padding_mask, None, False, 0, b, t, s_len, x.dtype, x.device)
+        return self_mask, cross_mask
 
     def forward(
         self,

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gpam._names import LAMBDA_MODES, LAMBDA_PARAMS, NEG_INITS, NEG_QUERIES
-from gpam.functional.lambdas import check_lambda
+from gpam.functional.lambdas import check_lambda, clamp_nonnegative
 from gpam.functional.registry import Op
 from gpam.nn.fused_query import compose_query
 from gpam.nn.seeded_init import Rule, kept, linear_default, orthogonal_heads
@@ -247,7 +247,7 @@ class DagpamParams(VariantParams):
             return F.softplus(raw)
         if self.lambda_param == "sigmoid":
             return torch.sigmoid(raw)
-        return raw + (raw.clamp_min(0.0) - raw).detach()  # max(raw, 0) with identity gradient
+        return clamp_nonnegative(raw)  # max(raw, 0) with identity gradient
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         """``nn.Module._apply``; lambdas never drop below float32 (``.half()``,

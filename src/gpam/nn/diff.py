@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from gpam.functional import PreparedMask
 from gpam.functional.registry import Op
 from gpam.nn.seeded_init import Rule, kept, randn_scaled
 from gpam.nn.variant import LayerSpec, Query, QueryProj, VariantParams
@@ -61,8 +62,11 @@ class DiffParams(VariantParams):
         # value heads: kv_heads sub-heads of width d become kv_heads/2 heads of width 2d
         v2 = v.view(b, -1, 2, s, d).permute(0, 1, 3, 2, 4).reshape(b, -1, s, 2 * d)
         mask = common.get("attn_mask")
-        if mask is not None and mask.dim() == 4 and mask.shape[1] not in (1, q.shape[1] // 2):
-            common["attn_mask"] = mask[:, 0::2]  # a per-sub-head mask: use the first sub-head's
+        prepared = isinstance(mask, PreparedMask)
+        m = mask.mask if prepared else mask
+        if m is not None and m.dim() == 4 and m.shape[1] not in (1, q.shape[1] // 2):
+            # a per-sub-head mask: use the first sub-head's
+            common["attn_mask"] = mask.select_heads(slice(0, None, 2)) if prepared else m[:, 0::2]
         res = op(
             q[:, 0::2], k[:, 0::2], v2, q2=q[:, 1::2], k2=k[:, 1::2], lam=self.diff_lambda(),
             **common,

@@ -1,7 +1,8 @@
 """daGPAM's fused query weight ``[W_h; N_h^T W_h]`` per head, with a hand-written backward.
 
 One batched product forward and three backward (``baddbmm`` where a sum follows), instead of the
-ops autograd records for the composition (fewer small kernels per layer and step).
+ops autograd records for the composition (fewer small kernels per layer and step); backward reuses
+the forward's views of the weight, bias and map (saved, not made again: 3 ops less per layer).
 """
 
 from __future__ import annotations
@@ -19,27 +20,28 @@ class _ComposeQuery(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, weight: Tensor, bias: Tensor | None, n: Tensor) -> Any:
         h, d = n.shape[0], n.shape[1]
-        w3 = weight.view(h, d, -1)
-        w_both = torch.stack((w3, torch.bmm(n.transpose(1, 2), w3)), 1).view(2 * h * d, -1)
-        b_both = None
-        if bias is not None:
-            b3 = bias.view(h, 1, d)
-            b_both = torch.cat((b3, torch.bmm(b3, n)), 1).view(2 * h * d)
-        ctx.save_for_backward(weight, bias, n)
+        w3, nt = weight.view(h, d, -1), n.transpose(1, 2)
+        w_both = torch.stack((w3, torch.bmm(nt, w3)), 1).view(2 * h * d, -1)
+        b_both = b_col = None
+        if bias is not None:  # per head: [b_h; N_h^T b_h] = [b_h, b_h N_h] as a column
+            b_col = bias.view(h, d, 1)
+            b_both = torch.cat((b_col, torch.bmm(nt, b_col)), 1).view(2 * h * d)
+        # the views backward needs, saved as made here (each costs an op when made again)
+        ctx.save_for_backward(w3, b_col, n, nt)
         return w_both, b_both
 
     @staticmethod
     def backward(ctx: Any, g_w: Tensor, g_b: Tensor | None) -> Any:
-        weight, bias, n = ctx.saved_tensors
+        w3, b_col, n, nt = ctx.saved_tensors
         h, d = n.shape[0], n.shape[1]
         g_pos, g_neg = g_w.view(h, 2, d, -1).unbind(1)
         g_weight = torch.baddbmm(g_pos, n, g_neg).view(h * d, -1)
-        g_n = torch.bmm(weight.view(h, d, -1), g_neg.transpose(1, 2))
+        g_n = torch.bmm(w3, g_neg.transpose(1, 2))
         g_bias = None
-        if bias is not None and g_b is not None:
+        if b_col is not None and g_b is not None:
             b_pos, b_neg = g_b.view(h, 2, 1, d).unbind(1)
-            g_bias = torch.baddbmm(b_pos, b_neg, n.transpose(1, 2)).view(h * d)
-            g_n = torch.baddbmm(g_n, bias.view(h, d, 1), b_neg)
+            g_bias = torch.baddbmm(b_pos, b_neg, nt).view(h * d)
+            g_n = torch.baddbmm(g_n, b_col, b_neg)
         return g_weight, g_bias, g_n
 
 

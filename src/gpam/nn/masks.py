@@ -1,9 +1,36 @@
-"""Turn a layer's key-padding mask, attention mask and causal flag into one functional mask."""
+"""Turn a layer's key-padding mask, attention mask and causal flag into one functional mask.
+
+:func:`layer_mask` does it once into a ``gpam.functional.PreparedMask``: the models build one per
+forward (self-attention, encoder, decoder, cross) and hand it to every layer as ``attn_mask``.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from gpam.functional._masks import PreparedMask, prepare_mask
+
+
+def layer_mask(
+    key_padding_mask: Tensor | None,
+    attn_mask: Tensor | None,
+    is_causal: bool,
+    past: int,
+    batch: int,
+    q_len: int,
+    k_len: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> PreparedMask:
+    """:func:`merge_masks` (same arguments), validated and with dead rows found, once: what
+    ``gpam.MultiheadAttention.forward`` accepts as ``attn_mask`` for queries (B, q_len) over
+    keys (B, k_len) (``past`` of them cached). Causal without padding stays unmaterialised
+    (``is_causal=True``, no mask), as does one new query over a cache."""
+    mask, causal = merge_masks(
+        key_padding_mask, attn_mask, is_causal, past, batch, q_len, k_len, dtype, device
+    )
+    return prepare_mask(mask, causal, batch, q_len, k_len, dtype=dtype, device=device)
 
 
 def merge_masks(

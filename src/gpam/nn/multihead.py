@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gpam.functional._masks import PreparedMask
 from gpam.functional.registry import variant
 from gpam.nn.dagpam import (  # noqa: F401 - re-exported: the settings' names
     LAMBDA_MODES,
@@ -25,7 +26,7 @@ from gpam.nn.dagpam import (  # noqa: F401 - re-exported: the settings' names
 from gpam.nn.diff import diff_lambda_init  # noqa: F401 - re-exported
 from gpam.nn.from_torch import copy_torch_weights
 from gpam.nn.kv_cache import KVCache
-from gpam.nn.masks import merge_masks
+from gpam.nn.masks import layer_mask
 from gpam.nn.rotary import apply_rotary
 from gpam.nn.seeded_init import Rule, linear_default
 from gpam.nn.variant import (
@@ -223,7 +224,7 @@ class MultiheadAttention(nn.Module):
         value: Tensor | None = None,
         *,
         key_padding_mask: Tensor | None = None,
-        attn_mask: Tensor | None = None,
+        attn_mask: Tensor | PreparedMask | None = None,
         is_causal: bool = False,
         kv_cache: KVCache | None = None,
         rotary: tuple[Tensor, Tensor] | None = None,
@@ -235,6 +236,12 @@ class MultiheadAttention(nn.Module):
         weights, cache)`` whenever an extra is asked for (``need_weights=True`` and/or a
         ``kv_cache``; the fields not asked for are None). A cache grows by the new keys/values
         and causal masking is aligned to its end; weights are (B, H, L, S).
+
+        ``attn_mask`` may also be a ``gpam.functional.PreparedMask`` from
+        ``gpam.nn.masks.layer_mask(key_padding_mask, attn_mask, is_causal, past, B, L, S, ...)``
+        (True = keep; ``mask_convention`` does not apply): the masks merged, validated and with
+        dead rows found once for many layers, as the models do; ``key_padding_mask`` and
+        ``is_causal`` must then be left unset.
         """
         if kv_cache is not None and not isinstance(kv_cache, KVCache):
             raise TypeError(f"kv_cache must be a gpam.KVCache, got {type(kv_cache).__name__}")
@@ -265,15 +272,26 @@ class MultiheadAttention(nn.Module):
         if rotary is not None:
             q = apply_rotary(q, *rotary)  # both queries of a fused GEMM at once
         q, extra = (q, None) if fused is None else q.unbind(0)
-        if (
-            attn_mask is not None
-            and attn_mask.dtype == torch.bool
-            and self.mask_convention == "torch"
-        ):
-            attn_mask = ~attn_mask
-        mask, causal = merge_masks(
-            key_padding_mask, attn_mask, is_causal, past, b, length, k.shape[2], q.dtype, q.device
-        )
+        if isinstance(attn_mask, PreparedMask):
+            if key_padding_mask is not None or is_causal:
+                raise ValueError(
+                    "attn_mask is a PreparedMask: key_padding_mask and is_causal are part of it "
+                    "(gpam.nn.masks.layer_mask); pass them there, not here"
+                )
+            prepared = attn_mask
+        else:
+            if (
+                attn_mask is not None
+                and attn_mask.dtype == torch.bool
+                and self.mask_convention == "torch"
+            ):
+                attn_mask = ~attn_mask
+            prepared = layer_mask(
+                key_padding_mask, attn_mask, is_causal, past, b, length, k.shape[2], q.dtype,
+                q.device,
+            )  # fmt: skip
+        # no mask: None and SDPA's own causal flag (its fastest backends); else the prepared one
+        mask, causal = (None, prepared.is_causal) if prepared.mask is None else (prepared, False)
         rotate = (lambda t: apply_rotary(t, *rotary)) if rotary is not None else _identity
         raw = (lambda: q_raw) if extra is None else (lambda: q_raw[0])
         res = self.variant.attend(
