@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from gpam.analysis.measures import relative_residual_composite, relative_residual_fro
 from gpam.analysis.rank_collapse import DTYPES, StackConfig, residual_summary
 from gpam.analysis.stacks import ARCHITECTURES
+from gpam.nn.masks import layer_mask
 
 
 def _parts(model: nn.Module) -> tuple[nn.ModuleList, nn.Embedding, nn.Module, float, bool]:
@@ -41,9 +42,17 @@ def _embed(model: nn.Module, ids: Tensor, dtype: torch.dtype) -> tuple[Tensor, A
     return (x if absolute is None else x + absolute), rotary
 
 
+def run_layer(layer: nn.Module, x: Tensor, causal: bool, rotary: Any) -> Tensor:
+    """One model layer on ``x`` ``(B, T, d)`` with the mask the model would prepare for it
+    (no padding; causal or not)."""
+    b, t = x.shape[:2]
+    mask = layer_mask(None, None, causal, 0, b, t, t, x.dtype, x.device)
+    return layer(x, self_mask=mask, rotary=rotary)
+
+
 def _step(layer: nn.Module, x: Tensor, architecture: str, causal: bool, rotary: Any) -> Tensor:
     if architecture == "preln":
-        return layer(x, is_causal=causal, rotary=rotary)
+        return run_layer(layer, x, causal, rotary)
     if architecture == "attention_norm":
         return layer.self_attn(F.rms_norm(x, (x.shape[-1],)), is_causal=causal, rotary=rotary)
     y = layer.self_attn(x, is_causal=causal, rotary=rotary)

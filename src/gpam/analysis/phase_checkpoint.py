@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from gpam._io import atomic_write_json, atomic_write_text
-from gpam.analysis.checkpoint import _embed, _parts
+from gpam.analysis.checkpoint import _embed, _parts, run_layer
 from gpam.analysis.measures import relative_residual_fro
 from gpam.analysis.phase_maps import jacobian_rel, logit_std, region_quantity
 from gpam.analysis.rank_collapse import DTYPES, StackConfig
@@ -71,7 +71,7 @@ def measure_model(
             per["logit_std_neg"].append(std.get("S_neg"))
             jac = jacobian_rel(mha, y, rotary, is_causal=causal)
             per["jacobian_rel"].append(None if jac is None else float(jac.nanmean()))
-            x = layer(x, is_causal=causal, rotary=rotary)
+            x = run_layer(layer, x, causal, rotary)
             per["residual_model"].append(float(relative_residual_fro(x).mean()))
             ys = F.rms_norm(xs, (xs.shape[-1],)) if architecture == "attention_norm" else xs
             xs = mha(ys, is_causal=causal, rotary=rotary)
