@@ -117,3 +117,23 @@ def test_cli_bad_input_is_a_one_line_error(tmp_path, capsys):
     assert "method must be one of" in capsys.readouterr().err
     with pytest.raises(ValueError, match="threads"):
         run_bench(tmp_path / "y", threads=0)
+
+
+def test_model_bench_times_decoding_with_the_configured_clock(monkeypatch):
+    """``--clock cpu`` reaches every workload's timing loop (it once reached LM training only)."""
+    import gpam.bench.models as models
+
+    clocks = []
+    real = models.interleaved_times
+
+    def spy(fns, **kw):
+        clocks.append(kw.get("clock"))
+        return real(fns, **kw)
+
+    monkeypatch.setattr(models, "interleaved_times", spy)
+    cfg = models.ModelBenchConfig(
+        vocab=32, d_model=16, n_layers=2, n_heads=2, lm_batch=1, lm_seq=8, nmt_batch=2,
+        src_len=4, decode_len=3, beam_size=2, repeats=1, warmup=0, clock="cpu",
+    )  # fmt: skip
+    rows = models.run_model_bench(cfg, progress=False)
+    assert clocks == ["cpu", "cpu", "cpu"] and len(rows) == 6

@@ -155,6 +155,7 @@ def run_model_bench(cfg: ModelBenchConfig, progress: bool = True) -> list[dict]:
             repeats=cfg.repeats,
             warmup=cfg.warmup,
             device=device,
+            clock=cfg.clock,
         )
         stats = summarize(times, names[0])
         for a in names:
