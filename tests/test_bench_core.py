@@ -74,6 +74,10 @@ def test_config_validation_names_the_argument():
         CoreBenchConfig(methods=("dagpam",)).validate()
     with pytest.raises(ValueError, match="lengths"):
         CoreBenchConfig(lengths=(0,)).validate()
+    with pytest.raises(ValueError, match=r"kv_heads must be a positive divisor of heads \(8\)"):
+        CoreBenchConfig(kv_heads=3).validate()
+    with pytest.raises(ValueError, match="memory_kv_heads"):
+        CoreBenchConfig(memory_heads=2, memory_kv_heads=4).validate()
 
 
 def test_run_core_bench_rows_and_ratios():
@@ -105,6 +109,7 @@ def test_cli_writes_json_report_and_plots(tmp_path, capsys):
     assert rc == 0
     data = json.loads((out / "bench.json").read_text())
     assert len(data["time"]) == 4 and len(data["memory"]) == 2
+    assert data["config"]["kv_heads"] is None and {r["kv_heads"] for r in data["time"]} == {2}
     assert data["env"]["clock"] == "cpu" and data["config"]["clock"] == "cpu"
     report = (out / "report.md").read_text()
     assert "| dagpam |" in report.replace("| 32 | dagpam |", "| dagpam |")
@@ -117,6 +122,24 @@ def test_cli_bad_input_is_a_one_line_error(tmp_path, capsys):
     assert "method must be one of" in capsys.readouterr().err
     with pytest.raises(ValueError, match="threads"):
         run_bench(tmp_path / "y", threads=0)
+
+
+def test_grouped_kv_heads_memory_is_not_copied_per_query_head():
+    """With 8 query heads over 2 K/V heads every method gets K/V of 2 heads, and softmax's peak
+    is SDPA's (no expanded K/V copies): a copy of K and V to 8 heads would add 2 x 6 heads of
+    L x D floats, more than the whole difference between 2 and 8 K/V heads measured here."""
+    base = {"lengths": (), "heads": 8, "head_dim": 16, "memory_lengths": (256,)}
+    peaks = {}
+    for hkv in (2, 8):
+        cfg = CoreBenchConfig(
+            **base, memory_heads=8, memory_kv_heads=hkv, methods=("sdpa", "softmax", "dagpam")
+        )
+        rows = run_core_bench(cfg, progress=False)["memory"]
+        assert {r["kv_heads"] for r in rows} == {hkv}
+        peaks[hkv] = {r["method"]: r["peak_bytes"] for r in rows}
+    assert peaks[2]["softmax"] <= peaks[2]["sdpa"] * 1.05
+    for m in ("sdpa", "softmax", "dagpam"):
+        assert peaks[2][m] < peaks[8][m]  # fewer K/V heads: smaller gradients, no copies
 
 
 def test_model_bench_times_decoding_with_the_configured_clock(monkeypatch):
@@ -137,3 +160,16 @@ def test_model_bench_times_decoding_with_the_configured_clock(monkeypatch):
     )  # fmt: skip
     rows = models.run_model_bench(cfg, progress=False)
     assert clocks == ["cpu", "cpu", "cpu"] and len(rows) == 6
+
+
+def test_cli_grouped_kv_heads_reach_rows_and_report(tmp_path):
+    out = tmp_path / "g"
+    argv = "bench --lengths 32 --batch 1 --heads 4 --kv-heads 2 --head-dim 16 --methods "
+    argv += "sdpa,dagpam --passes fwd --repeats 1 --warmup 0 --memory-lengths 64 --memory-heads 4 "
+    argv += "--memory-kv-heads 1 --quiet --out"
+    assert main([*argv.split(), str(out)]) == 0
+    data = json.loads((out / "bench.json").read_text())
+    assert {r["kv_heads"] for r in data["time"]} == {2}
+    assert {r["kv_heads"] for r in data["memory"]} == {1}
+    report = (out / "report.md").read_text()
+    assert "H=4, Hkv=2 (key/value heads)" in report and "H=4, Hkv=1 (key/value heads)" in report

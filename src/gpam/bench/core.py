@@ -22,11 +22,14 @@ PASSES = ("fwd", "fwdbwd")
 @dataclass
 class CoreBenchConfig:
     """What to measure. Time: every combination of lengths x dtypes x causal x passes with
-    (batch, heads, head_dim); memory: ``memory_lengths`` with (memory_batch, memory_heads)."""
+    (batch, heads, head_dim); memory: ``memory_lengths`` with (memory_batch, memory_heads).
+    ``kv_heads`` / ``memory_kv_heads``: key/value heads shared by the query heads
+    (grouped-query attention; None = as many as query heads), each dividing its ``heads``."""
 
     lengths: Sequence[int] = (256, 512, 1024, 2048)
     batch: int = 2
     heads: int = 8
+    kv_heads: int | None = None
     head_dim: int = 64
     dtypes: Sequence[str] = ("float32",)
     causal: Sequence[bool] = (True,)
@@ -38,6 +41,7 @@ class CoreBenchConfig:
     memory_lengths: Sequence[int] = (1024, 2048, 4096, 8192)
     memory_batch: int = 1
     memory_heads: int = 2
+    memory_kv_heads: int | None = None
     max_quadratic_gb: float = 6.0
     device: str = "cpu"
     clock: str = "wall"
@@ -49,6 +53,14 @@ class CoreBenchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name, of in (("kv_heads", "heads"), ("memory_kv_heads", "memory_heads")):
+            value, total = getattr(self, name), getattr(self, of)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1 or total % value:
+                raise ValueError(
+                    f"{name} must be a positive divisor of {of} ({total}) or None, got {value!r}"
+                )
         if not isinstance(self.warmup, int) or self.warmup < 0:
             raise ValueError(f"warmup must be an integer >= 0, got {self.warmup!r}")
         for name in ("lengths", "memory_lengths"):
@@ -75,12 +87,18 @@ class CoreBenchConfig:
 
 
 def _inputs(
-    b: int, h: int, length: int, d: int, dtype: torch.dtype, device: torch.device, grad: bool
+    b: int,
+    h: int,
+    hkv: int | None,
+    length: int,
+    d: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    grad: bool,
 ) -> list[torch.Tensor]:
-    return [
-        torch.randn(b, h, length, d, dtype=dtype, device=device).requires_grad_(grad)
-        for _ in range(4)
-    ]
+    """``[q, q_neg, k, v]``: queries (B, H, L, D), keys and values (B, Hkv, L, D)."""
+    shapes = [(b, h, length, d)] * 2 + [(b, h if hkv is None else hkv, length, d)] * 2
+    return [torch.randn(s, dtype=dtype, device=device).requires_grad_(grad) for s in shapes]
 
 
 def _call(
@@ -127,16 +145,17 @@ def time_core(cfg: CoreBenchConfig, progress: bool = True) -> list[dict]:
     for length, dt, causal, p in tqdm(grid, desc="core time", disable=not progress):
         torch.manual_seed(cfg.seed)
         dtype = DTYPES[dt]
-        xs = _inputs(cfg.batch, cfg.heads, length, cfg.head_dim, dtype, device, p == "fwdbwd")
+        xs = _inputs(
+            cfg.batch, cfg.heads, cfg.kv_heads, length, cfg.head_dim, dtype, device, p == "fwdbwd"
+        )
         names = [m for m in cfg.methods if method_available(m, xs[0])]
         fns = {m: _call(m, xs, causal, cfg.lam, p == "fwdbwd") for m in names}
         times = interleaved_times(
             fns, repeats=cfg.repeats, warmup=cfg.warmup, device=device, clock=cfg.clock
         )
         for m, stats in summarize(times, "sdpa").items():
-            rows.append(
-                {"L": length, "dtype": dt, "causal": causal, "pass": p, "method": m, **stats}
-            )
+            row = {"L": length, "dtype": dt, "causal": causal, "pass": p, "method": m}
+            rows.append({**row, "kv_heads": xs[2].shape[1], **stats})
     return rows
 
 
@@ -147,17 +166,18 @@ def memory_core(cfg: CoreBenchConfig, progress: bool = True) -> list[dict]:
     dt, causal = cfg.dtypes[0], cfg.causal[0]
     dtype = DTYPES[dt]
     rows: list[dict] = []
-    b, h, d = cfg.memory_batch, cfg.memory_heads, cfg.head_dim
-    warm = _inputs(1, 2, 64, d, dtype, device, True)
+    b, h, hkv, d = cfg.memory_batch, cfg.memory_heads, cfg.memory_kv_heads, cfg.head_dim
+    warm = _inputs(1, h, hkv, 64, d, dtype, device, True)
     for m in cfg.methods:  # first calls allocate thread pools and caches: keep them out
         if method_available(m, warm[0]):
             _call(m, warm, causal, cfg.lam, True)()
     grid = [(length, m) for length in cfg.memory_lengths for m in cfg.methods]
     for length, m in tqdm(grid, desc="core memory", disable=not progress):
-        xs = _inputs(b, h, length, d, dtype, device, True)
+        xs = _inputs(b, h, hkv, length, d, dtype, device, True)
         if not method_available(m, xs[0]):
             continue
         row = {"L": length, "dtype": dt, "causal": causal, "method": m, "batch": b, "heads": h}
+        row["kv_heads"] = xs[2].shape[1]
         if quadratic(m) and 6 * quadratic_bytes(b, h, length, dtype) > cfg.max_quadratic_gb * 2**30:
             rows.append({**row, "peak_bytes": None, "skipped": "over max_quadratic_gb"})
             continue

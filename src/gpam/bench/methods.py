@@ -1,6 +1,7 @@
 """The attention-core implementations that ``gpam bench`` times: one callable per method.
 
-Every method maps ``(q, q_neg, k, v)`` of shape (B, H, L, D) to an output (B, H, L, D):
+Every method maps ``(q, q_neg, k, v)``, queries (B, H, L, D) and keys/values (B, Hkv, L, D) with
+Hkv dividing H (grouped-query attention, K/V not copied), to an output (B, H, L, D):
 
 * ``sdpa``: ``F.scaled_dot_product_attention`` softmax (the baseline of every ratio);
 * each name in ``gpam.VARIANTS``: its registry op, called as its registry ``example`` lays the
@@ -18,11 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 import gpam
 from gpam.functional import QUADRATIC, attention, dagpam_attention, variant
+from gpam.functional._gqa import sdpa_gqa
 from gpam.functional.dagpam import _sdpa_one_call
 from gpam.kernels import dagpam_fused, fused_dagpam_available
 
@@ -33,8 +34,8 @@ EXTRA_METHODS: tuple[str, ...] = (
 
 
 def sdpa(q: Tensor, qn: Tensor, k: Tensor, v: Tensor, causal: bool, lam: float) -> Tensor:
-    """Softmax attention by ``F.scaled_dot_product_attention``."""
-    return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    """Softmax attention by ``F.scaled_dot_product_attention`` (``enable_gqa`` for Hkv < H)."""
+    return sdpa_gqa(q, k, v, None, causal, 0.0, q.shape[-1] ** -0.5)
 
 
 def dagpam_naive(q: Tensor, qn: Tensor, k: Tensor, v: Tensor, causal: bool, lam: float) -> Tensor:

@@ -16,6 +16,11 @@ def _mib(nbytes: float | None) -> str:
     return "skipped" if nbytes is None else f"{nbytes / 2**20:.1f}"
 
 
+def _kv(kv_heads: int | None) -> str:
+    """``", Hkv=n"`` for grouped key/value heads, else nothing."""
+    return "" if kv_heads is None else f", Hkv={kv_heads} (key/value heads)"
+
+
 def time_table(rows: list[dict]) -> str:
     """Markdown: one line per (dtype, causal, pass, L, method) with median ms and ratio."""
     lines = [
@@ -121,7 +126,8 @@ def write_report(result: dict, out: Path, command: str | None = None) -> dict[st
     parts += [
         f"torch {env.get('torch')}, device {env.get('device')}, {env.get('threads')} threads, "
         f"{env.get('clock', 'wall')} clock. "
-        f"Time: B={cfg.get('batch')}, H={cfg.get('heads')}, D={cfg.get('head_dim')}, medians of "
+        f"Time: B={cfg.get('batch')}, H={cfg.get('heads')}{_kv(cfg.get('kv_heads'))}, "
+        f"D={cfg.get('head_dim')}, medians of "
         f"{cfg.get('repeats')} interleaved repeats; `x sdpa` is the median of per-round ratios "
         "to `F.scaled_dot_product_attention` softmax timed in the same loop; `x sdpa (min)` "
         "compares the fastest repeats.",
@@ -133,7 +139,8 @@ def write_report(result: dict, out: Path, command: str | None = None) -> dict[st
         parts += [
             "## Attention core: forward+backward peak memory",
             "",
-            f"B={cfg.get('memory_batch')}, H={cfg.get('memory_heads')}, D={cfg.get('head_dim')}; "
+            f"B={cfg.get('memory_batch')}, H={cfg.get('memory_heads')}"
+            f"{_kv(cfg.get('memory_kv_heads'))}, D={cfg.get('head_dim')}; "
             "bytes allocated by the call above the memory alive before it (CPU: torch.profiler "
             "memory records; CUDA: max_memory_allocated).",
             "",

@@ -48,6 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--heads", dest="n_heads", metavar="HEADS", type=positive_int, default=8, help="heads"
     )
     add_alias(p, a, "--n-heads")
+    p.add_argument(
+        "--kv-heads",
+        type=positive_int,
+        default=None,
+        help="key/value heads shared by the query heads (grouped-query attention, a divisor "
+        "of --heads) (default: as many as --heads)",
+    )
     p.add_argument("--head-dim", type=positive_int, default=64, help="head dimension")
     p.add_argument(
         "--dtypes",
@@ -85,6 +92,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-time", action="store_true", help="skip the core timing grid")
     p.add_argument("--memory-batch", type=int, default=1, help="batch for memory (default: 1)")
     p.add_argument("--memory-heads", type=int, default=2, help="heads for memory (default: 2)")
+    p.add_argument(
+        "--memory-kv-heads",
+        type=positive_int,
+        default=None,
+        help="key/value heads for memory, a divisor of --memory-heads (default: as many as "
+        "--memory-heads)",
+    )
     p.add_argument(
         "--max-quadratic-gb",
         type=float,
@@ -131,6 +145,7 @@ def _run(args: argparse.Namespace) -> int:
         lengths=[] if args.no_time else args.lengths,
         batch=args.batch_size,
         heads=args.n_heads,
+        kv_heads=args.kv_heads,
         head_dim=args.head_dim,
         dtypes=args.dtypes,
         causal=args.causal,
@@ -142,6 +157,7 @@ def _run(args: argparse.Namespace) -> int:
         memory_lengths=[] if args.no_memory else args.memory_lengths,
         memory_batch=args.memory_batch,
         memory_heads=args.memory_heads,
+        memory_kv_heads=args.memory_kv_heads,
         max_quadratic_gb=args.max_quadratic_gb,
         models=args.models,
         model_repeats=args.model_repeats,
