@@ -13,9 +13,9 @@ is checked the same way where it can run, plus ``lam_neg = 0`` against softmax S
 (no TF32). Then forward+backward time of every variant, of daGPAM's one-call and two-call SDPA
 paths and of the fused kernel is measured against softmax SDPA, and the hot paths of issue 19
 (``gpu_hot_paths.py``: one query GEMM vs two projections, ``enable_gqa`` vs expanded K/V, eager vs
-``torch.compile``), each as an interleaved A/B with a one-line verdict. Everything goes to a JSON
-file; the exit status is 1 when any check fails, 2 when no GPU is present and ``--cpu`` is not
-given.
+``torch.compile``, a decoding step's one SDPA call over two query rows vs two calls), each as
+an interleaved A/B with a one-line verdict. Everything goes to a JSON file; the exit status is 1
+when any check fails, 2 when no GPU is present and ``--cpu`` is not given.
 """
 
 from __future__ import annotations

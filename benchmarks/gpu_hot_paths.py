@@ -5,6 +5,9 @@
 * ``gqa``: softmax and daGPAM with Hkv < H K/V heads read in place (SDPA's ``enable_gqa``,
   ``gpam.functional._gqa``) vs K/V copied to H heads first (``expand_kv``, inside the timed call).
 * ``compile``: a small ``TransformerLM`` forward + backward, eager vs ``torch.compile``.
+* ``fold``: a daGPAM decoding step (one query row over a cache, no grad, queries laid out as the
+  one-GEMM query leaves them): one SDPA call over the two query rows (``folded_query``, on the
+  device types in ``FOLD_DEVICES``, CPU by default) vs two calls.
 
 Every pair runs interleaved (A B A B ...) after untimed warm-up calls; CUDA events on CUDA,
 ``time.perf_counter`` on CPU. A section holds the medians (ms), the median of per-round ratios
@@ -21,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+import gpam.functional.dagpam as dg
 from gpam.functional import attention
 from gpam.functional._checks import expand_kv
 from gpam.models import LMConfig, TransformerLM
@@ -164,33 +168,60 @@ def _compile_pair(
             "backend": backend, "compile_s": compile_s, **res}  # fmt: skip
 
 
+def fold(dev: str, dtype: Any, shape: dict, repeats: int, warmup: int) -> dict:
+    """daGPAM decoding step without grad: the two query rows in one SDPA call vs two calls."""
+    gen = torch.Generator().manual_seed(2)
+    b, h, lk, d = (shape[n] for n in ("batch", "heads", "keys", "head_dim"))
+    both = torch.randn(b, 1, h, 2, d, generator=gen).to(dev, dtype)
+    q, q_neg = both.permute(3, 0, 2, 1, 4).unbind(0)  # each head's two rows side by side
+    k, v = (torch.randn(b, h, lk, d, generator=gen).to(dev, dtype) for _ in range(2))
+    dev_type, saved = torch.device(dev).type, dg.FOLD_DEVICES
+
+    def call(folded: bool) -> torch.Tensor:
+        dg.FOLD_DEVICES = frozenset({dev_type}) if folded else frozenset()
+        try:
+            return dg.dagpam_attention(q, q_neg, k, v, lam_neg=0.5)
+        finally:
+            dg.FOLD_DEVICES = saved
+
+    with torch.no_grad():
+        res = paired({"one_call": lambda: call(True), "two_calls": lambda: call(False)},
+                     dev, repeats, warmup)  # fmt: skip
+        res["max_abs_diff"] = _maxdiff(call(True), call(False))
+    res["verdict"] = verdict("fold", "one_call", "two_calls", res["two_calls_over_one_call"])
+    return {**shape, "dtype": str(dtype).replace("torch.", ""), **res}
+
+
 #: shapes of the GPU run and of the ``--cpu`` smoke run
 SHAPES = {
     "gpu": {
         "fused_query": {"batch": 8, "length": 1024, "embed": 512, "heads": 8},
         "gqa": {"batch": 4, "heads": 8, "kv_heads": 2, "length": 2048, "head_dim": 64},
         "compile": dict(vocab=8000, d_model=256, layers=4, heads=4, batch=8, length=256),
+        "fold": {"batch": 64, "heads": 8, "keys": 512, "head_dim": 64},
     },
     "cpu": {
         "fused_query": {"batch": 2, "length": 16, "embed": 32, "heads": 4},
         "gqa": {"batch": 1, "heads": 4, "kv_heads": 2, "length": 16, "head_dim": 8},
         "compile": {"vocab": 64, "d_model": 32, "layers": 1, "heads": 2, "batch": 2, "length": 16},
+        "fold": {"batch": 2, "heads": 4, "keys": 8, "head_dim": 8},
     },
 }
 
 
 def run_hot_paths(dev: str, dtype: Any, smoke: bool, repeats: int, backend: str) -> dict:
-    """All three sections; ``smoke`` picks the tiny CPU shapes and one warm-up call."""
+    """All four sections; ``smoke`` picks the tiny CPU shapes and one warm-up call."""
     shapes = SHAPES["cpu" if smoke else "gpu"]
     warmup = 1 if smoke else 3
     return {
         "fused_query": fused_query(dev, dtype, shapes["fused_query"], repeats, warmup),
         "gqa": gqa(dev, dtype, shapes["gqa"], repeats, warmup),
         "compile": compiled_lm(dev, dtype, shapes["compile"], repeats, warmup, backend),
+        "fold": fold(dev, dtype, shapes["fold"], repeats, warmup),
     }
 
 
 def verdicts(hot: dict) -> list[str]:
     """The one-line verdicts of :func:`run_hot_paths`' sections, in order."""
-    rows = [hot["fused_query"], *hot["gqa"], *hot["compile"]]
+    rows = [hot["fused_query"], *hot["gqa"], *hot["compile"], hot["fold"]]
     return [r["verdict"] for r in rows]

@@ -57,5 +57,7 @@ def _check_hot_paths(report: dict) -> None:
     assert [c["attention"] for c in hot["compile"]] == ["softmax", "dagpam"]
     assert all(c["compiled_ms"] > 0 and c["compile_s"] > 0 for c in hot["compile"])
     assert all(c["loss_diff"] < 1e-5 for c in hot["compile"])
-    assert len(report["verdicts"]) == 5
+    fold = hot["fold"]
+    assert fold["one_call_ms"] > 0 and fold["two_calls_ms"] > 0 and fold["max_abs_diff"] < 1e-5
+    assert len(report["verdicts"]) == 6
     assert all(("faster" in v) or ("the same" in v) for v in report["verdicts"])

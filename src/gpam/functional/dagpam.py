@@ -76,11 +76,13 @@ def dagpam_attention(
     ``lam_pos = 1 + lam_neg`` and every row of W sums to 1 with entries in
     ``[-lam_neg, lam_pos]``; with ``affine=False`` both are free and rows sum to
     ``lam_pos - lam_neg``. ``lam_neg = 0`` is exactly softmax attention.
-    The default path is ``F.scaled_dot_product_attention`` (memory linear in L), two calls
-    (one call with 2H query heads over the shared K/V heads where ``ONE_CALL_DEVICES`` lists
-    the device type). The fused Triton kernel is opt-in only (``GPAM_FUSED=1``; see
-    ``gpam.kernels``): it runs on CUDA when it applies (no mask, dropout or weights) and falls back
-    to SDPA with a warning if Triton fails; under ``TRITON_INTERPRET=1`` it also takes CPU inputs.
+    The default path is ``F.scaled_dot_product_attention`` (memory linear in L): two calls, one
+    call with 2H query heads over the shared K/V heads where ``ONE_CALL_DEVICES`` lists the
+    device type, or, for a decoding step's single query row, one call over two rows where
+    :func:`folded_query` applies (``FOLD_DEVICES``).
+    The fused Triton kernel is opt-in only (``GPAM_FUSED=1``; see ``gpam.kernels``): it runs on
+    CUDA when it applies (no mask, dropout or weights) and falls back to SDPA with a warning if
+    Triton fails; under ``TRITON_INTERPRET=1`` it also takes CPU inputs.
     ``return_weights=True`` computes and returns the explicit W of shape (B, H, Lq, Lk).
     Dropout (``dropout_p``) is applied to each softmax map independently.
     """
@@ -99,7 +101,10 @@ def dagpam_attention(
         w = difference_weights(m, q_pos, k, q_neg, k, lp, ln, s, dropout_p, affine=affine)
         return mix(w, v), w
     mask, causal, dead = sdpa_mask(attn_mask, is_causal, q_pos, k)
-    if one_call_applies(q_pos, mask):
+    both = folded_query(q_pos, q_neg, mask, causal, dropout_p)
+    if both is not None:  # a decoding step: both maps from one call over two query rows
+        o_pos, o_neg = sdpa_gqa(both, k, v, mask, False, 0.0, s).split(1, dim=2)
+    elif one_call_applies(q_pos, mask):
         o_pos, o_neg = _sdpa_one_call(q_pos, q_neg, k, v, mask, causal, dropout_p, s)
     else:  # grouped K/V heads are not copied (enable_gqa; torch 2.4: expand_kv)
         o_pos = sdpa_gqa(q_pos, k, v, mask, causal, dropout_p, s)
@@ -109,6 +114,50 @@ def dagpam_attention(
     else:
         out = lp * o_pos - ln * o_neg
     return zero_dead(out, dead, attn_mask)
+
+
+#: device types where a decoding step's two maps run as one SDPA call over two query rows
+#: (:func:`folded_query`). CPU: measured 3-5 % faster per call than two calls, whole beam
+#: decoding 1.5-5 % (docs/benchmarks.md); not yet timed on a GPU (``benchmarks/gpu_check.py``).
+FOLD_DEVICES: frozenset[str] = frozenset({"cpu"})
+
+
+def folded_query(
+    q_pos: Tensor,
+    q_neg: Tensor,
+    mask: Tensor | None,
+    causal: bool,
+    dropout_p: float,
+    device_types: frozenset[str] | None = None,
+) -> Tensor | None:
+    """``q_pos`` and ``q_neg`` (B, H, 1, D) as one (B, H, 2, D) view, or None.
+
+    SDPA over it gives both maps in one call (a query row's result does not depend on the other
+    rows). Applies to a single query row that already lies next to its negative query in memory
+    (a decoding step of ``gpam.MultiheadAttention``'s one-GEMM query: each head's rows
+    (positive, negative) are adjacent), without autograd (a view made by ``as_strided`` would
+    cost a full-size gradient in the backward), on a device type in ``device_types`` (default
+    :data:`FOLD_DEVICES`), with no causal flag and a mask without a query axis (so both rows
+    see the same keys) and no dropout (its random draws stay those of two calls). Where the
+    rows would need a copy, two calls measured faster (docs/benchmarks.md).
+    """
+    types = FOLD_DEVICES if device_types is None else device_types
+    if causal or dropout_p != 0.0 or q_pos.shape[2] != 1 or q_pos.device.type not in types:
+        return None
+    if mask is not None and mask.shape[-2] != 1:
+        return None
+    if torch.is_grad_enabled() and (q_pos.requires_grad or q_neg.requires_grad):
+        return None
+    d = q_pos.shape[-1]
+    if (
+        q_pos.stride(-1) != 1
+        or q_neg.stride() != q_pos.stride()
+        or q_neg.data_ptr() != q_pos.data_ptr() + d * q_pos.element_size()
+        or q_neg.untyped_storage().data_ptr() != q_pos.untyped_storage().data_ptr()
+    ):
+        return None
+    b, h = q_pos.shape[:2]
+    return q_pos.as_strided((b, h, 2, d), (q_pos.stride(0), q_pos.stride(1), d, 1))
 
 
 #: device types whose default daGPAM path is one SDPA call over 2H query heads; elsewhere two
