@@ -68,3 +68,23 @@ def test_clamped_lambda_is_not_read_back_but_a_negative_one_is_refused() -> None
     with _Reads() as mode, pytest.raises(ValueError, match="lam_neg must be >= 0"):
         GF.dagpam_attention(q, qn, k, v, lam_neg=raw * 1.0)
     assert mode.reads == 1
+
+
+def test_clamp_without_autograd_is_marked_and_not_read_back() -> None:
+    """Decoding (no grad) takes a plain clamp_min, marked so the op skips the sign check; a
+    tensor that was not made by the clamp is still looked at."""
+    raw = torch.tensor([-0.3, 0.4], requires_grad=True)
+    q, qn, k, v = (torch.randn(1, 2, 1, 8) for _ in range(4))
+    with torch.no_grad():
+        lam = clamp_nonnegative(raw)
+        assert lam.grad_fn is None and made_nonnegative(lam)
+        assert torch.equal(lam, torch.tensor([0.0, 0.4]))
+        with _Reads() as mode:
+            GF.dagpam_attention(q, qn, k, v, lam_neg=lam)
+        assert mode.reads == 0
+        assert not made_nonnegative(lam * 1.0) and not made_nonnegative(lam.view(2))
+        with _Reads() as mode, pytest.raises(ValueError, match="lam_neg must be >= 0"):
+            GF.dagpam_attention(q, qn, k, v, lam_neg=raw * 1.0)
+        assert mode.reads == 1
+    plain = clamp_nonnegative(torch.tensor([-1.0, 2.0]))  # needs no gradient: plain clamp too
+    assert plain.grad_fn is None and made_nonnegative(plain)

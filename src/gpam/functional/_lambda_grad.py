@@ -24,14 +24,29 @@ class _ClampNonnegative(torch.autograd.Function):
         return grad
 
 
+#: attribute that marks a tensor made by :func:`clamp_nonnegative` without autograd
+_NONNEGATIVE = "_gpam_nonnegative"
+
+
 def clamp_nonnegative(raw: Tensor) -> Tensor:
-    """``max(raw, 0)`` with the gradient of ``raw`` itself (so a lambda at 0 can grow again)."""
-    return _ClampNonnegative.apply(raw)
+    """``max(raw, 0)`` with the gradient of ``raw`` itself (so a lambda at 0 can grow again).
+
+    Without autograd (no grad mode, or ``raw`` needs none) a plain ``clamp_min``, marked so that
+    :func:`made_nonnegative` knows it (the autograd Function's overhead and the functional
+    ops' sign check, a device-to-host read, are skipped at every decoding step)."""
+    if torch.is_grad_enabled() and raw.requires_grad:
+        return _ClampNonnegative.apply(raw)
+    out = raw.clamp_min(0.0)
+    if not torch.compiler.is_compiling():  # (a traced graph runs no data checks anyway)
+        setattr(out, _NONNEGATIVE, True)
+    return out
 
 
 def made_nonnegative(t: Tensor) -> bool:
     """Whether ``t`` is the output of :func:`clamp_nonnegative` (so >= 0 without a look)."""
-    return isinstance(t.grad_fn, _ClampNonnegative._backward_cls)  # type: ignore[attr-defined]
+    if isinstance(t.grad_fn, _ClampNonnegative._backward_cls):  # type: ignore[attr-defined]
+        return True
+    return getattr(t, _NONNEGATIVE, False) is True
 
 
 class _AffineMix(torch.autograd.Function):

@@ -96,7 +96,13 @@ def _raw_query(module: nn.Module, query: Tensor, rope: tuple[Tensor, Tensor] | N
 def _keep_query(proj: nn.Module, args: tuple, output: Tensor) -> None:
     """Forward hook on a rotary layer's ``q_proj``: keep its output (B, T, H*D), the query
     before positions, for variants that make new queries from it (daGPAM's ``Q_neg``)."""
-    setattr(proj, _RAW, output)
+    _set(proj, _RAW, output)
+
+
+def _set(module: nn.Module, name: str, value: Any) -> None:
+    """A plain instance attribute, without ``nn.Module.__setattr__``'s registry checks (the
+    hooks run at every layer call; the values are never parameters, buffers or modules)."""
+    module.__dict__[name] = value
 
 
 def _weights_requested(kwargs: dict[str, Any]) -> bool:
@@ -131,15 +137,15 @@ def _stash_inputs(module: nn.Module, args: tuple, kwargs: dict) -> None:
         if rope is None:
             raise RuntimeError("gpam: rotary layer called without position_embeddings")
         ctx["rope"] = rope
-    setattr(module, _CTX, ctx)
+    _set(module, _CTX, ctx)
 
 
 def _clear_inputs(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
     """Forward hook: drop the references kept by :func:`_stash_inputs` and :func:`_keep_query`."""
-    setattr(module, _CTX, None)
+    _set(module, _CTX, None)
     proj = getattr(module, "q_proj", None)
     if proj is not None and getattr(proj, _RAW, None) is not None:
-        setattr(proj, _RAW, None)
+        _set(proj, _RAW, None)
 
 
 def attach_hooks(module: nn.Module, rotary: bool) -> None:
