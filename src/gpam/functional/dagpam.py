@@ -117,8 +117,9 @@ def dagpam_attention(
 
 
 #: device types where a decoding step's two maps run as one SDPA call over two query rows
-#: (:func:`folded_query`). CPU: measured 3-5 % faster per call than two calls, whole beam
-#: decoding 1.5-5 % (docs/benchmarks.md); not yet timed on a GPU (``benchmarks/gpu_check.py``).
+#: (:func:`folded_query`). CPU: 0.93x the two calls' time per call at batch 64 (the same at 16),
+#: whole beam decoding 1.5-5 % faster (docs/benchmarks.md); not yet timed on a GPU
+#: (``benchmarks/gpu_check.py`` times it).
 FOLD_DEVICES: frozenset[str] = frozenset({"cpu"})
 
 
