@@ -124,8 +124,8 @@ def measure(
         for m in names[r % len(names) :] + names[: r % len(names)]:
             net = models[m]
             for i, ids in enumerate(prompts):
-                r = run_once(net, ids, new_tokens, clock)
-                times[(m, i)].append({"prefill_s": r["prefill_s"], "decode_s": r["decode_s"]})
+                res = run_once(net, ids, new_tokens, clock)
+                times[(m, i)].append({"prefill_s": res["prefill_s"], "decode_s": res["decode_s"]})
     rows = []
     for (m, i), ts in times.items():
         base = times[("original", i)]
