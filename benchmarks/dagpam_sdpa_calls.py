@@ -10,7 +10,7 @@ quartiles over rounds are printed.
 
 * causal, B=2, H=8, D=64, forward+backward, L = 1024, 2048: one call over 2H heads vs two calls
   (the fold does not apply to causal attention);
-* a decoding step (one query row over 24 keys, no grad, B = 16 and 64, H=4, queries laid out
+* a decoding step (one query row over 24 or 256 keys, no grad, B = 1, 4, 16, 64, H=4, laid out
   as ``gpam.MultiheadAttention``'s one-GEMM query leaves them): the fold (one call over the two
   query rows, ``gpam.functional.dagpam.folded_query``) vs two calls.
 """
@@ -98,21 +98,23 @@ def causal_calls(rounds: int) -> None:
 
 
 def folded_rows(rounds: int) -> None:
-    """A decoding step (one query row over 24 keys, no grad): the fold vs two calls."""
-    for b in (16, 64):  # greedy and beam-4 decoding of 16 sentences
+    """A decoding step (one query row, no grad): the fold vs two calls, over batch and keys."""
+    for b, lk in [(b, lk) for lk in (24, 256) for b in (1, 4, 16, 64)]:
         g = torch.Generator().manual_seed(0)
         # the layer's one-GEMM layout: each head's (positive, negative) query rows adjacent
         q, q_neg = torch.randn(b, 1, 4, 2, 64, generator=g).permute(3, 0, 2, 1, 4).unbind(0)
-        x = (q, q_neg, torch.randn(b, 4, 24, 64, generator=g), torch.randn(b, 4, 24, 64))
-        assert dg.folded_query(q, q_neg, None, False, 0.0, CPU) is not None
+        x = (q, q_neg, torch.randn(b, 4, lk, 64, generator=g), torch.randn(b, 4, lk, 64))
+        saved, dg.FOLD_MIN_KEY_ROWS = dg.FOLD_MIN_KEY_ROWS, 0  # time the fold at every size
         arms = {
             "sdpa": _sdpa(x, None, False),
             "fold": _dagpam(x, None, False, (NONE, CPU)),
             "two_calls": _dagpam(x, None, False, (NONE, NONE)),
         }
+        assert dg.folded_query(q, q_neg, x[2], None, False, 0.0, CPU) is not None
         with torch.no_grad():
             t = _paired(arms, rounds)
-        label = f"decoding step B={b} H=4 Lq=1 Lk=24"
+        dg.FOLD_MIN_KEY_ROWS = saved
+        label = f"decoding step B={b} H=4 Lq=1 Lk={lk} ({b * 4 * lk} key rows)"
         _report(label, t, [("fold", "two_calls"), ("fold", "sdpa"), ("two_calls", "sdpa")])
 
 

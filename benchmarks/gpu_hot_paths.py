@@ -177,12 +177,15 @@ def fold(dev: str, dtype: Any, shape: dict, repeats: int, warmup: int) -> dict:
     k, v = (torch.randn(b, h, lk, d, generator=gen).to(dev, dtype) for _ in range(2))
     dev_type, saved = torch.device(dev).type, dg.FOLD_DEVICES
 
+    rows = dg.FOLD_MIN_KEY_ROWS
+
     def call(folded: bool) -> torch.Tensor:
         dg.FOLD_DEVICES = frozenset({dev_type}) if folded else frozenset()
+        dg.FOLD_MIN_KEY_ROWS = 0  # the smoke run's keys are fewer than the limit
         try:
             return dg.dagpam_attention(q, q_neg, k, v, lam_neg=0.5)
         finally:
-            dg.FOLD_DEVICES = saved
+            dg.FOLD_DEVICES, dg.FOLD_MIN_KEY_ROWS = saved, rows
 
     with torch.no_grad():
         res = paired({"one_call": lambda: call(True), "two_calls": lambda: call(False)},

@@ -1,9 +1,10 @@
 """daGPAM's decoding-step fold: one SDPA call over a query row and its negative query.
 
-``folded_query`` must give a copy-free view only where both rows see the same keys and no
-gradient is needed, and the folded path must equal the float64 reference and the two-call path
-(masks with dead rows, GQA, per-head and per-token lambdas, non-affine mixing), in the functional
-op and in ``gpam.MultiheadAttention`` decoding with self and cross caches.
+``folded_query`` must give a copy-free view only where both rows see the same keys, no gradient
+is needed and the keys are many enough (``FOLD_MIN_KEY_ROWS``, lowered here for small shapes),
+and the folded path must equal the float64 reference and the two-call path (masks with dead
+rows, GQA, per-head and per-token lambdas, non-affine mixing), in the functional op and in
+``gpam.MultiheadAttention`` decoding with self and cross caches.
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ import gpam.functional.dagpam as dg
 from reference import reference
 
 CPU, NONE = frozenset({"cpu"}), frozenset()
+K = torch.zeros(1, 1, 8, 8)  # keys of 8 rows
+
+
+@pytest.fixture(autouse=True)
+def _small_keys_fold(monkeypatch):
+    monkeypatch.setattr(dg, "FOLD_MIN_KEY_ROWS", 1)
 
 
 def _adjacent(b: int, h: int, d: int, dtype=torch.float64, seed: int = 0):
@@ -30,7 +37,7 @@ def _adjacent(b: int, h: int, d: int, dtype=torch.float64, seed: int = 0):
 
 def test_folded_query_is_a_view_of_the_adjacent_rows():
     q_pos, q_neg = _adjacent(3, 4, 8)
-    both = dg.folded_query(q_pos, q_neg, None, False, 0.0, CPU)
+    both = dg.folded_query(q_pos, q_neg, K, None, False, 0.0, CPU)
     assert both is not None and both.shape == (3, 4, 2, 8)
     assert both.untyped_storage().data_ptr() == q_pos.untyped_storage().data_ptr()  # no copy
     torch.testing.assert_close(both[:, :, :1], q_pos, rtol=0, atol=0)
@@ -39,7 +46,10 @@ def test_folded_query_is_a_view_of_the_adjacent_rows():
 
 def test_folded_query_declines_where_rows_would_differ_or_need_a_copy():
     q_pos, q_neg = _adjacent(2, 4, 8)
-    fold = dg.folded_query
+
+    def fold(*args):
+        return dg.folded_query(args[0], args[1], K, *args[2:])
+
     assert fold(q_pos, q_neg, None, True, 0.0, CPU) is None  # causal flag
     assert fold(q_pos, q_neg, None, False, 0.1, CPU) is None  # dropout draws
     assert fold(q_pos, q_neg, None, False, 0.0, NONE) is None  # device type not opted in
@@ -53,6 +63,15 @@ def test_folded_query_declines_where_rows_would_differ_or_need_a_copy():
     assert fold(grad_pos, grad_neg, None, False, 0.0, CPU) is None  # autograd
     with torch.no_grad():
         assert fold(grad_pos, grad_neg, None, False, 0.0, CPU) is not None
+
+
+def test_folded_query_needs_enough_key_rows(monkeypatch):
+    """Few keys: two one-row calls measured faster than one two-row call (the default limit)."""
+    q_pos, q_neg = _adjacent(2, 4, 8)
+    monkeypatch.setattr(dg, "FOLD_MIN_KEY_ROWS", 2048)
+    few, enough = torch.zeros(2, 4, 255, 8), torch.zeros(2, 4, 256, 8)  # 2040 and 2048 rows
+    assert dg.folded_query(q_pos, q_neg, few, None, False, 0.0, CPU) is None
+    assert dg.folded_query(q_pos, q_neg, enough, None, False, 0.0, CPU) is not None
 
 
 def _mask(kind: str, b: int, lk: int):
@@ -84,7 +103,7 @@ def test_fold_matches_reference_and_two_calls(monkeypatch, h_kv, mask, lams):
     g = torch.Generator().manual_seed(5)
     k, v = (torch.randn(b, h_kv, lk, d, generator=g, dtype=torch.float64) for _ in range(2))
     m = _mask(mask, b, lk)
-    assert dg.folded_query(q_pos, q_neg, m, False, 0.0) is not None  # the default takes it
+    assert dg.folded_query(q_pos, q_neg, k, m, False, 0.0) is not None  # the default takes it
     calls = []
     real = F.scaled_dot_product_attention
     monkeypatch.setattr(

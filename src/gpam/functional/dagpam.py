@@ -101,7 +101,7 @@ def dagpam_attention(
         w = difference_weights(m, q_pos, k, q_neg, k, lp, ln, s, dropout_p, affine=affine)
         return mix(w, v), w
     mask, causal, dead = sdpa_mask(attn_mask, is_causal, q_pos, k)
-    both = folded_query(q_pos, q_neg, mask, causal, dropout_p)
+    both = folded_query(q_pos, q_neg, k, mask, causal, dropout_p)
     if both is not None:  # a decoding step: both maps from one call over two query rows
         o_pos, o_neg = sdpa_gqa(both, k, v, mask, False, 0.0, s).split(1, dim=2)
     elif one_call_applies(q_pos, mask):
@@ -117,15 +117,20 @@ def dagpam_attention(
 
 
 #: device types where a decoding step's two maps run as one SDPA call over two query rows
-#: (:func:`folded_query`). CPU: 0.93x the two calls' time per call at batch 64 (the same at 16),
-#: whole beam decoding 1.5-5 % faster (docs/benchmarks.md); not yet timed on a GPU
-#: (``benchmarks/gpu_check.py`` times it).
+#: (:func:`folded_query`). CPU: measured faster from :data:`FOLD_MIN_KEY_ROWS` keys up (0.63-0.96x
+#: the two calls' time), slower below (up to 1.2x at batch 1; docs/benchmarks.md); not yet timed
+#: on a GPU (``benchmarks/gpu_check.py`` times it).
 FOLD_DEVICES: frozenset[str] = frozenset({"cpu"})
+#: the fold applies when the keys hold at least this many rows (batch x K/V heads x keys): below
+#: it SDPA's cost for two query rows exceeds two one-row calls' on CPU (measured crossover
+#: between 1024 and 2048 rows, ``benchmarks/dagpam_sdpa_calls.py``)
+FOLD_MIN_KEY_ROWS: int = 2048
 
 
 def folded_query(
     q_pos: Tensor,
     q_neg: Tensor,
+    k: Tensor,
     mask: Tensor | None,
     causal: bool,
     dropout_p: float,
@@ -138,12 +143,15 @@ def folded_query(
     (a decoding step of ``gpam.MultiheadAttention``'s one-GEMM query: each head's rows
     (positive, negative) are adjacent), without autograd (a view made by ``as_strided`` would
     cost a full-size gradient in the backward), on a device type in ``device_types`` (default
-    :data:`FOLD_DEVICES`), with no causal flag and a mask without a query axis (so both rows
-    see the same keys) and no dropout (its random draws stay those of two calls). Where the
-    rows would need a copy, two calls measured faster (docs/benchmarks.md).
+    :data:`FOLD_DEVICES`), with keys ``k`` (B, Hkv, Lk, D) of at least :data:`FOLD_MIN_KEY_ROWS`
+    rows, no causal flag and a mask without a query axis (so both rows see the same keys) and no
+    dropout (its random draws stay those of two calls). Where the rows would need a copy, or the
+    keys are fewer, two calls measured faster (docs/benchmarks.md).
     """
     types = FOLD_DEVICES if device_types is None else device_types
     if causal or dropout_p != 0.0 or q_pos.shape[2] != 1 or q_pos.device.type not in types:
+        return None
+    if k.shape[0] * k.shape[1] * k.shape[2] < FOLD_MIN_KEY_ROWS:
         return None
     if mask is not None and mask.shape[-2] != 1:
         return None
