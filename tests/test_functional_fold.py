@@ -1,4 +1,5 @@
-"""daGPAM's decoding-step fold: one SDPA call over a query row and its negative query.
+"""daGPAM's decoding-step fold: one SDPA call over a query row and its negative query (where
+the weights-first step, ``gpam.functional._decode``, does not apply: bf16/fp16 on CPU).
 
 ``folded_query`` must give a copy-free view only where both rows see the same keys, no gradient
 is needed and the keys are many enough (``FOLD_MIN_KEY_ROWS``, lowered here for small shapes),
@@ -13,8 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import gpam
+import gpam.functional._decode as dd
 import gpam.functional.dagpam as dg
+from decoding import layer_decoder
 from reference import reference
 
 CPU, NONE = frozenset({"cpu"}), frozenset()
@@ -24,6 +26,9 @@ K = torch.zeros(1, 1, 8, 8)  # keys of 8 rows
 @pytest.fixture(autouse=True)
 def _small_keys_fold(monkeypatch):
     monkeypatch.setattr(dg, "FOLD_MIN_KEY_ROWS", 1)
+    # the weights-first step (tests/test_functional_decode_step.py) comes first where it
+    # applies; off here, so that these sizes test the fold whatever its limit
+    monkeypatch.setattr(dd, "DECODE_DEVICES", frozenset())
 
 
 def _adjacent(b: int, h: int, d: int, dtype=torch.float64, seed: int = 0):
@@ -126,29 +131,12 @@ def test_fold_matches_reference_and_two_calls(monkeypatch, h_kv, mask, lams):
 def test_layer_decoding_with_fold_equals_two_calls(monkeypatch, kv_heads):
     """Self-attention over a growing cache and cross-attention over a static one, with key
     padding, token by token under no_grad: the fold is taken and changes nothing."""
-    torch.manual_seed(0)
-    mha = gpam.MultiheadAttention(16, 4, attention="dagpam", kv_heads=kv_heads, lam_neg=0.4)
-    mha = mha.double().eval()
-    x = torch.randn(2, 5, 16, dtype=torch.float64)
-    memory = torch.randn(2, 7, 16, dtype=torch.float64)
-    pad = torch.zeros(2, 7, dtype=torch.bool)
-    pad[1, 4:] = True
+    run = layer_decoder(kv_heads)
     folds = []
     real = dg.folded_query
     monkeypatch.setattr(
         dg, "folded_query", lambda *a: folds.append(real(*a) is not None) or real(*a)
     )
-
-    def run() -> torch.Tensor:
-        outs, self_cache, cross_cache = [], gpam.KVCache(), gpam.KVCache(static=True)
-        with torch.no_grad():
-            for t in range(5):
-                step = x[:, t : t + 1]
-                outs.append(mha(step, kv_cache=self_cache, is_causal=True).output)
-                out = mha(step, memory, kv_cache=cross_cache, key_padding_mask=pad).output
-                outs.append(out)
-        return torch.cat(outs, 1)
-
     folded = run()
     assert folds and all(folds[1:])  # the first step (no cache yet) is causal: two calls
     monkeypatch.setattr(dg, "FOLD_DEVICES", NONE)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gpam.functional._checks import as_lambda, check_dropout, check_qkv, check_same, default_scale
+from gpam.functional._decode import adjacent_rows, decode_step, decode_step_applies
 from gpam.functional._gqa import SDPA_GQA, mix, sdpa_gqa
 from gpam.functional._masks import explicit_mask, sdpa_mask, zero_dead
 from gpam.functional._prep import difference_weights
@@ -78,8 +79,11 @@ def dagpam_attention(
     ``lam_pos - lam_neg``. ``lam_neg = 0`` is exactly softmax attention.
     The default path is ``F.scaled_dot_product_attention`` (memory linear in L): two calls, one
     call with 2H query heads over the shared K/V heads where ``ONE_CALL_DEVICES`` lists the
-    device type, or, for a decoding step's single query row, one call over two rows where
-    :func:`folded_query` applies (``FOLD_DEVICES``).
+    device type. A decoding step's single query row without autograd, in float32/float64 on a
+    device type in ``gpam.functional._decode.DECODE_DEVICES`` (CPU), is computed weights first:
+    both maps' scores in one product, the mixed (B, H, 1, Lk) weights, one value product. Other
+    single rows take one SDPA call over two rows where :func:`folded_query` applies
+    (``FOLD_DEVICES``).
     The fused Triton kernel is opt-in only (``GPAM_FUSED=1``; see ``gpam.kernels``): it runs on
     CUDA when it applies (no mask, dropout or weights) and falls back to SDPA with a warning if
     Triton fails; under ``TRITON_INTERPRET=1`` it also takes CPU inputs.
@@ -101,6 +105,9 @@ def dagpam_attention(
         w = difference_weights(m, q_pos, k, q_neg, k, lp, ln, s, dropout_p, affine=affine)
         return mix(w, v), w
     mask, causal, dead = sdpa_mask(attn_mask, is_causal, q_pos, k)
+    if decode_step_applies(q_pos, q_neg, k, v, causal, dropout_p, (lp, ln)):
+        out = decode_step(q_pos, q_neg, k, v, mask, lp, ln, affine, s)  # weights first
+        return zero_dead(out, dead, attn_mask)
     both = folded_query(q_pos, q_neg, k, mask, causal, dropout_p)
     if both is not None:  # a decoding step: both maps from one call over two query rows
         o_pos, o_neg = sdpa_gqa(both, k, v, mask, False, 0.0, s).split(1, dim=2)
@@ -117,9 +124,10 @@ def dagpam_attention(
 
 
 #: device types where a decoding step's two maps run as one SDPA call over two query rows
-#: (:func:`folded_query`). CPU: measured faster from :data:`FOLD_MIN_KEY_ROWS` keys up (0.63-0.96x
-#: the two calls' time), slower below (up to 1.2x at batch 1; docs/benchmarks.md); not yet timed
-#: on a GPU (``benchmarks/gpu_check.py`` times it).
+#: (:func:`folded_query`) when the weights-first step (``_decode.DECODE_DEVICES``, faster still)
+#: declines, as in bf16 and fp16. CPU: measured faster from :data:`FOLD_MIN_KEY_ROWS` keys up
+#: (0.63-0.96x the two calls' time), slower below (up to 1.2x at batch 1; docs/benchmarks.md);
+#: not yet timed on a GPU (``benchmarks/gpu_check.py`` times it).
 FOLD_DEVICES: frozenset[str] = frozenset({"cpu"})
 #: the fold applies when the keys hold at least this many rows (batch x K/V heads x keys): below
 #: it SDPA's cost for two query rows exceeds two one-row calls' on CPU (measured crossover
@@ -157,16 +165,7 @@ def folded_query(
         return None
     if torch.is_grad_enabled() and (q_pos.requires_grad or q_neg.requires_grad):
         return None
-    d = q_pos.shape[-1]
-    if (
-        q_pos.stride(-1) != 1
-        or q_neg.stride() != q_pos.stride()
-        or q_neg.data_ptr() != q_pos.data_ptr() + d * q_pos.element_size()
-        or q_neg.untyped_storage().data_ptr() != q_pos.untyped_storage().data_ptr()
-    ):
-        return None
-    b, h = q_pos.shape[:2]
-    return q_pos.as_strided((b, h, 2, d), (q_pos.stride(0), q_pos.stride(1), d, 1))
+    return adjacent_rows(q_pos, q_neg)
 
 
 #: device types whose default daGPAM path is one SDPA call over 2H query heads; elsewhere two

@@ -38,6 +38,8 @@ class KVCache:
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Append new keys/values (B, Hkv, L, D) and return all of them."""
         if self.k is None or self.v is None:
+            if self.static:  # one copy per session, so every later call reads K/V per head in
+                k, v = k.contiguous(), v.contiguous()  # one block (a decoding step's bmm)
             self.k, self.v = k, v
         else:
             if k.shape[0] != self.k.shape[0]:
