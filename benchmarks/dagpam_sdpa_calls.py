@@ -1,7 +1,7 @@
-"""Paired A/B of daGPAM's SDPA paths: one call over 2H query heads, two calls, and a decoding
-step's one call over two query rows (the fold).
+"""Paired A/B of daGPAM's paths: one SDPA call over 2H query heads, two calls, and for a
+decoding step the weights-first step and the one call over two query rows (the fold).
 
-    python benchmarks/dagpam_sdpa_calls.py [ROUNDS]
+    python benchmarks/dagpam_sdpa_calls.py [ROUNDS] [--only decode|nmt|fold|causal]
 
 One thread, float32, process CPU time (robust on a shared machine). Each round times softmax
 SDPA and every daGPAM path of ``gpam.functional.dagpam_attention`` back to back
@@ -10,21 +10,31 @@ quartiles over rounds are printed.
 
 * causal, B=2, H=8, D=64, forward+backward, L = 1024, 2048: one call over 2H heads vs two calls
   (the fold does not apply to causal attention);
-* a decoding step (one query row over 24 or 256 keys, no grad, B = 1, 4, 16, 64, H=4, laid out
-  as ``gpam.MultiheadAttention``'s one-GEMM query leaves them): the fold (one call over the two
-  query rows, ``gpam.functional.dagpam.folded_query``) vs two calls.
+* ``decode``: a decoding step (one query row, no grad, laid out as ``gpam.MultiheadAttention``'s
+  one-GEMM query leaves them; B = 1, 4, 16, 64; Lk = 8, 24, 64, 256; H = 4 over 4 K/V heads and
+  9 over 3): the weights-first step (``gpam.functional._decode``, timed at every size) vs the
+  SDPA paths the defaults would take without it (the fold where it applies, else two calls),
+  both arms repeating the call as often as the SDPA paths take about 20 ms, rounds alternating
+  which arm runs first; median and range of the per-round ratios (``DECODE_MIN_SCORES``'s
+  source);
+* ``nmt``: whole greedy and beam-4 decoding of the ``gpam bench --models`` daGPAM translation
+  model (B=16, 24 source and 24 output tokens), weights-first step on vs off (the SDPA paths),
+  rounds alternating which runs first, with a check that both give the same tokens;
+* ``fold``: the same step with the weights-first step off, over 24 or 256 keys, H=4: the fold
+  (one call over the two query rows, ``gpam.functional.dagpam.folded_query``) vs two calls.
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
+import gpam.functional._decode as dd
 import gpam.functional.dagpam as dg
 
 CPU, NONE = frozenset({"cpu"}), frozenset()
@@ -53,8 +63,8 @@ def _ratio(times: dict[str, list[float]], a: str, b: str) -> str:
     return f"{a}/{b} {med:.3f} [{q1:.3f}, {q3:.3f}]"
 
 
-def _set_paths(one_call: frozenset, fold: frozenset) -> None:
-    dg.ONE_CALL_DEVICES, dg.FOLD_DEVICES = one_call, fold
+def _set_paths(one_call: frozenset, fold: frozenset, decode: frozenset = NONE) -> None:
+    dg.ONE_CALL_DEVICES, dg.FOLD_DEVICES, dd.DECODE_DEVICES = one_call, fold, decode
 
 
 def _dagpam(x: tuple, go: torch.Tensor | None, causal: bool, paths: tuple) -> Callable[[], None]:
@@ -118,15 +128,101 @@ def folded_rows(rounds: int) -> None:
         _report(label, t, [("fold", "two_calls"), ("fold", "sdpa"), ("two_calls", "sdpa")])
 
 
-def main(rounds: int = 15) -> None:
-    torch.set_num_threads(1)
-    saved = dg.ONE_CALL_DEVICES, dg.FOLD_DEVICES
+def _calls_for(fn: Callable[[], None], seconds: float = 0.02) -> int:
+    """How many calls of ``fn`` take about ``seconds`` (a decoding step takes microseconds)."""
+    for _ in range(5):
+        fn()
+    t = time.perf_counter()
+    for _ in range(20):
+        fn()
+    return max(3, int(seconds / ((time.perf_counter() - t) / 20)))
+
+
+def _repeated(fn: Callable[[], None], n: int) -> Callable[[], None]:
+    def run() -> None:
+        for _ in range(n):
+            fn()
+
+    return run
+
+
+def decode_steps(rounds: int) -> None:
+    """A decoding step: the weights-first step vs the SDPA paths, over batch, heads and keys."""
+    saved = dd.DECODE_MIN_SCORES
+    dd.DECODE_MIN_SCORES = 0  # time the step at every size
     try:
-        folded_rows(rounds)
-        causal_calls(rounds)
+        heads, batches, keys = ((4, 4), (9, 3)), (1, 4, 16, 64), (8, 24, 64, 256)
+        grid = [(hd, b, n) for hd in heads for b in batches for n in keys]
+        for (h, hkv), b, lk in grid:
+            g = torch.Generator().manual_seed(0)
+            q, q_neg = torch.randn(b, 1, h, 2, 64, generator=g).permute(3, 0, 2, 1, 4).unbind(0)
+            k, v = torch.randn(b, hkv, lk, 64, generator=g), torch.randn(b, hkv, lk, 64)
+            x = (q, q_neg, k, v)
+            step, paths = (_dagpam(x, None, False, (NONE, CPU, d)) for d in (CPU, NONE))
+            with torch.no_grad():
+                n = _calls_for(paths)  # the same number of calls in both arms
+                arms = {"step": _repeated(step, n), "sdpa_paths": _repeated(paths, n)}
+                times: dict[str, list[float]] = {a: [] for a in arms}
+                for i in range(rounds):  # alternate which arm runs first
+                    for a in list(arms)[:: 1 if i % 2 == 0 else -1]:
+                        times[a].append(_cpu_time(arms[a]))
+            r = [x / y for x, y in zip(times["step"], times["sdpa_paths"])]
+            print(
+                f"decoding step B={b} H={h}/{hkv} Lk={lk} ({b * h * lk} scores): step/sdpa_paths "
+                f"{statistics.median(r):.2f} [{min(r):.2f}, {max(r):.2f}]"
+            )
+    finally:
+        dd.DECODE_MIN_SCORES = saved
+
+
+def nmt_decoding(rounds: int) -> None:
+    """Whole NMT decoding (the bench model): the weights-first step on vs off, paired."""
+    from gpam.bench.models import ModelBenchConfig, _nmt_model
+
+    cfg = ModelBenchConfig(attentions=("dagpam",))
+    model = _nmt_model(cfg, "dagpam", torch.device("cpu"))
+    src = torch.randint(4, cfg.vocab - 1, (cfg.nmt_batch, cfg.src_len))
+    for kind, beam in (("greedy", 1), ("beam 4", cfg.beam_size)):
+
+        def decode(on: bool, beam: int = beam) -> list[list[int]]:
+            dd.DECODE_DEVICES = CPU if on else NONE
+            if beam == 1:
+                return model.greedy_decode(src, bos_id=1, eos_id=cfg.vocab - 1, max_len=24)
+            return model.beam_search(
+                src, bos_id=1, eos_id=cfg.vocab - 1, beam_size=beam, max_len=24
+            )
+
+        same = decode(True) == decode(False)
+        times: dict[str, list[float]] = {"step": [], "sdpa_paths": []}
+        for i in range(rounds):
+            for on in (True, False)[:: 1 if i % 2 == 0 else -1]:
+                times["step" if on else "sdpa_paths"].append(_cpu_time(lambda on=on: decode(on)))
+        r = [x / y for x, y in zip(times["step"], times["sdpa_paths"])]
+        q1, med, q3 = statistics.quantiles(r, n=4)
+        print(
+            f"NMT {kind} decoding: step {statistics.median(times['step']) * 1e3:.1f} ms, "
+            f"sdpa_paths {statistics.median(times['sdpa_paths']) * 1e3:.1f} ms; step/sdpa_paths "
+            f"{med:.3f} [{q1:.3f}, {q3:.3f}]; same tokens: {same}"
+        )
+
+
+def main(rounds: int = 15, only: str | None = None) -> None:
+    torch.set_num_threads(1)
+    saved = dg.ONE_CALL_DEVICES, dg.FOLD_DEVICES, dd.DECODE_DEVICES
+    try:
+        parts = {
+            "decode": decode_steps, "nmt": nmt_decoding, "fold": folded_rows, "causal": causal_calls
+        }  # fmt: skip
+        for name, part in parts.items():
+            if only in (None, name):
+                part(rounds)
     finally:
         _set_paths(*saved)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 15)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("rounds", nargs="?", type=int, default=15)
+    parser.add_argument("--only", choices=("decode", "nmt", "fold", "causal"), default=None)
+    args = parser.parse_args()
+    main(args.rounds, args.only)

@@ -7,7 +7,10 @@
 * ``compile``: a small ``TransformerLM`` forward + backward, eager vs ``torch.compile``.
 * ``fold``: a daGPAM decoding step (one query row over a cache, no grad, queries laid out as the
   one-GEMM query leaves them): one SDPA call over the two query rows (``folded_query``, on the
-  device types in ``FOLD_DEVICES``, CPU by default) vs two calls.
+  device types in ``FOLD_DEVICES``, CPU by default) vs two calls (the weights-first step off).
+* ``decode_step``: the same step weights first (``gpam.functional._decode``: both maps' scores
+  in one product, one value product of the mixed weights; on the device types in
+  ``DECODE_DEVICES``, CPU by default) vs the SDPA paths (the fold where it applies).
 
 Every pair runs interleaved (A B A B ...) after untimed warm-up calls; CUDA events on CUDA,
 ``time.perf_counter`` on CPU. A section holds the medians (ms), the median of per-round ratios
@@ -24,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+import gpam.functional._decode as dd
 import gpam.functional.dagpam as dg
 from gpam.functional import attention
 from gpam.functional._checks import expand_kv
@@ -179,19 +183,49 @@ def fold(dev: str, dtype: Any, shape: dict, repeats: int, warmup: int) -> dict:
 
     rows = dg.FOLD_MIN_KEY_ROWS
 
+    decode = dd.DECODE_DEVICES
+
     def call(folded: bool) -> torch.Tensor:
         dg.FOLD_DEVICES = frozenset({dev_type}) if folded else frozenset()
         dg.FOLD_MIN_KEY_ROWS = 0  # the smoke run's keys are fewer than the limit
+        dd.DECODE_DEVICES = frozenset()  # the SDPA paths alone
         try:
             return dg.dagpam_attention(q, q_neg, k, v, lam_neg=0.5)
         finally:
-            dg.FOLD_DEVICES, dg.FOLD_MIN_KEY_ROWS = saved, rows
+            dg.FOLD_DEVICES, dg.FOLD_MIN_KEY_ROWS, dd.DECODE_DEVICES = saved, rows, decode
 
     with torch.no_grad():
         res = paired({"one_call": lambda: call(True), "two_calls": lambda: call(False)},
                      dev, repeats, warmup)  # fmt: skip
         res["max_abs_diff"] = _maxdiff(call(True), call(False))
     res["verdict"] = verdict("fold", "one_call", "two_calls", res["two_calls_over_one_call"])
+    return {**shape, "dtype": str(dtype).replace("torch.", ""), **res}
+
+
+def decode_step(dev: str, dtype: Any, shape: dict, repeats: int, warmup: int) -> dict:
+    """daGPAM decoding step without grad: weights first vs the SDPA paths (fold or two calls),
+    in float32 whatever ``dtype`` is (the step runs in float32/float64 only)."""
+    dtype = torch.float32
+    gen = torch.Generator().manual_seed(3)
+    b, h, hkv, lk, d = (shape[n] for n in ("batch", "heads", "kv_heads", "keys", "head_dim"))
+    both = torch.randn(b, 1, h, 2, d, generator=gen).to(dev, dtype)
+    q, q_neg = both.permute(3, 0, 2, 1, 4).unbind(0)  # each head's two rows side by side
+    k, v = (torch.randn(b, hkv, lk, d, generator=gen).to(dev, dtype) for _ in range(2))
+    dev_type, saved, least = torch.device(dev).type, dd.DECODE_DEVICES, dd.DECODE_MIN_SCORES
+
+    def call(step: bool) -> torch.Tensor:
+        dd.DECODE_DEVICES = frozenset({dev_type}) if step else frozenset()
+        dd.DECODE_MIN_SCORES = 0  # the smoke run's scores are fewer than the limit
+        try:
+            return dg.dagpam_attention(q, q_neg, k, v, lam_neg=0.5)
+        finally:
+            dd.DECODE_DEVICES, dd.DECODE_MIN_SCORES = saved, least
+
+    with torch.no_grad():
+        res = paired({"step": lambda: call(True), "sdpa_paths": lambda: call(False)},
+                     dev, repeats, warmup)  # fmt: skip
+        res["max_abs_diff"] = _maxdiff(call(True), call(False))
+    res["verdict"] = verdict("decode_step", "step", "sdpa_paths", res["sdpa_paths_over_step"])
     return {**shape, "dtype": str(dtype).replace("torch.", ""), **res}
 
 
@@ -202,18 +236,20 @@ SHAPES = {
         "gqa": {"batch": 4, "heads": 8, "kv_heads": 2, "length": 2048, "head_dim": 64},
         "compile": dict(vocab=8000, d_model=256, layers=4, heads=4, batch=8, length=256),
         "fold": {"batch": 64, "heads": 8, "keys": 512, "head_dim": 64},
+        "decode_step": {"batch": 64, "heads": 8, "kv_heads": 2, "keys": 512, "head_dim": 64},
     },
     "cpu": {
         "fused_query": {"batch": 2, "length": 16, "embed": 32, "heads": 4},
         "gqa": {"batch": 1, "heads": 4, "kv_heads": 2, "length": 16, "head_dim": 8},
         "compile": {"vocab": 64, "d_model": 32, "layers": 1, "heads": 2, "batch": 2, "length": 16},
         "fold": {"batch": 2, "heads": 4, "keys": 8, "head_dim": 8},
+        "decode_step": {"batch": 2, "heads": 4, "kv_heads": 2, "keys": 8, "head_dim": 8},
     },
 }
 
 
 def run_hot_paths(dev: str, dtype: Any, smoke: bool, repeats: int, backend: str) -> dict:
-    """All four sections; ``smoke`` picks the tiny CPU shapes and one warm-up call."""
+    """All five sections; ``smoke`` picks the tiny CPU shapes and one warm-up call."""
     shapes = SHAPES["cpu" if smoke else "gpu"]
     warmup = 1 if smoke else 3
     return {
@@ -221,10 +257,11 @@ def run_hot_paths(dev: str, dtype: Any, smoke: bool, repeats: int, backend: str)
         "gqa": gqa(dev, dtype, shapes["gqa"], repeats, warmup),
         "compile": compiled_lm(dev, dtype, shapes["compile"], repeats, warmup, backend),
         "fold": fold(dev, dtype, shapes["fold"], repeats, warmup),
+        "decode_step": decode_step(dev, dtype, shapes["decode_step"], repeats, warmup),
     }
 
 
 def verdicts(hot: dict) -> list[str]:
     """The one-line verdicts of :func:`run_hot_paths`' sections, in order."""
-    rows = [hot["fused_query"], *hot["gqa"], *hot["compile"], hot["fold"]]
+    rows = [hot["fused_query"], *hot["gqa"], *hot["compile"], hot["fold"], hot["decode_step"]]
     return [r["verdict"] for r in rows]

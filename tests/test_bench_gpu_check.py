@@ -59,5 +59,8 @@ def _check_hot_paths(report: dict) -> None:
     assert all(c["loss_diff"] < 1e-5 for c in hot["compile"])
     fold = hot["fold"]
     assert fold["one_call_ms"] > 0 and fold["two_calls_ms"] > 0 and fold["max_abs_diff"] < 1e-5
-    assert len(report["verdicts"]) == 6
+    step = hot["decode_step"]
+    assert step["step_ms"] > 0 and step["sdpa_paths_ms"] > 0 and step["max_abs_diff"] < 1e-5
+    assert step["dtype"] == "float32"
+    assert len(report["verdicts"]) == 7
     assert all(("faster" in v) or ("the same" in v) for v in report["verdicts"])
