@@ -129,6 +129,41 @@ def test_lam0_cached_generation_equals_original(family, batch) -> None:
     assert (outs[0] - outs[1])[mask.bool()].abs().max().item() <= 1e-5
 
 
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_decoding_step_in_converted_models(family, batch, monkeypatch) -> None:
+    """With daGPAM's weights-first decoding step taken at every size (its queries are not
+    adjacent here, the cache is Hugging Face's, Llama's K/V heads are grouped), cached greedy
+    generation at lam_neg 0 gives the original's tokens, and at lam_neg 0.3 the tokens and
+    logits of the SDPA paths."""
+    import gpam.functional._decode as dd
+    import gpam.functional.dagpam as dg
+
+    monkeypatch.setattr(dd, "DECODE_MIN_SCORES", 1)
+    taken: list[int] = []
+    real = dd.decode_step
+    monkeypatch.setattr(dg, "decode_step", lambda *a: taken.append(1) or real(*a))
+    ids, mask = batch
+    ids, mask = ids[:, :6], mask[:, :6]
+    model = FAMILIES[family]().eval()
+    kw = {"attention_mask": mask, "max_new_tokens": 8, "do_sample": False, "pad_token_id": 0}
+    conv0 = gh.convert(copy.deepcopy(model), lam_neg=0.0)
+    assert torch.equal(model.generate(ids, **kw), conv0.generate(ids, **kw))
+    assert taken
+    conv = gh.convert(copy.deepcopy(model), lam_neg=0.3)
+    kw = {**kw, "output_logits": True, "return_dict_in_generate": True}
+    n = len(taken)
+    stepped = conv.generate(ids, **kw)
+    assert len(taken) > n
+    monkeypatch.setattr(dd, "DECODE_DEVICES", frozenset())
+    n = len(taken)
+    sdpa = conv.generate(ids, **kw)
+    assert len(taken) == n  # the step was off
+    assert torch.equal(stepped.sequences, sdpa.sequences)
+    torch.testing.assert_close(
+        torch.stack(stepped.logits), torch.stack(sdpa.logits), atol=1e-5, rtol=1e-5
+    )
+
+
 @pytest.mark.parametrize("family", CAUSAL)
 def test_causal_mask_is_applied(family) -> None:
     model = gh.convert(FAMILIES[family]().eval(), lam_neg=0.3)
