@@ -19,9 +19,10 @@ B/A and the largest output difference between A and B (they compute the same thi
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -172,32 +173,58 @@ def _compile_pair(
             "backend": backend, "compile_s": compile_s, **res}  # fmt: skip
 
 
-def fold(dev: str, dtype: Any, shape: dict, repeats: int, warmup: int) -> dict:
-    """daGPAM decoding step without grad: the two query rows in one SDPA call vs two calls."""
-    gen = torch.Generator().manual_seed(2)
+def _decoding_inputs(dev: str, dtype: Any, shape: dict, seed: int) -> tuple[torch.Tensor, ...]:
+    """(q, q_neg, k, v) of a decoding step: one query row per head with its negative row next
+    to it (as the one-GEMM query leaves them), keys of ``shape["kv_heads"]`` (default: all)."""
+    gen = torch.Generator().manual_seed(seed)
     b, h, lk, d = (shape[n] for n in ("batch", "heads", "keys", "head_dim"))
     both = torch.randn(b, 1, h, 2, d, generator=gen).to(dev, dtype)
-    q, q_neg = both.permute(3, 0, 2, 1, 4).unbind(0)  # each head's two rows side by side
-    k, v = (torch.randn(b, h, lk, d, generator=gen).to(dev, dtype) for _ in range(2))
-    dev_type, saved = torch.device(dev).type, dg.FOLD_DEVICES
+    q, q_neg = both.permute(3, 0, 2, 1, 4).unbind(0)
+    hkv = shape.get("kv_heads", h)
+    k, v = (torch.randn(b, hkv, lk, d, generator=gen).to(dev, dtype) for _ in range(2))
+    return q, q_neg, k, v
 
-    rows = dg.FOLD_MIN_KEY_ROWS
 
-    decode = dd.DECODE_DEVICES
+@contextlib.contextmanager
+def _paths(**settings: Any) -> Iterator[None]:
+    """Set the daGPAM path switches (``FOLD_DEVICES``, ``FOLD_MIN_KEY_ROWS`` of
+    ``gpam.functional.dagpam``; ``DECODE_DEVICES``, ``DECODE_MIN_SCORES`` of ``_decode``) for
+    one call, then restore them."""
+    homes = {name: dd if name.startswith("DECODE_") else dg for name in settings}
+    saved = {name: getattr(homes[name], name) for name in settings}
+    for name, value in settings.items():
+        setattr(homes[name], name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(homes[name], name, value)
 
-    def call(folded: bool) -> torch.Tensor:
-        dg.FOLD_DEVICES = frozenset({dev_type}) if folded else frozenset()
-        dg.FOLD_MIN_KEY_ROWS = 0  # the smoke run's keys are fewer than the limit
-        dd.DECODE_DEVICES = frozenset()  # the SDPA paths alone
-        try:
-            return dg.dagpam_attention(q, q_neg, k, v, lam_neg=0.5)
-        finally:
-            dg.FOLD_DEVICES, dg.FOLD_MIN_KEY_ROWS, dd.DECODE_DEVICES = saved, rows, decode
 
+def _step_pair(x: tuple, dev: str, repeats: int, warmup: int, arms: dict[str, dict]) -> dict:
+    """Paired timing of ``dagpam_attention`` on the decoding inputs ``x`` under two settings of
+    the path switches (``{arm: settings}``), no grad, with the largest output difference."""
+
+    def call(settings: dict) -> torch.Tensor:
+        with _paths(**settings):
+            return dg.dagpam_attention(*x, lam_neg=0.5)
+
+    (a, sa), (b, sb) = arms.items()
     with torch.no_grad():
-        res = paired({"one_call": lambda: call(True), "two_calls": lambda: call(False)},
-                     dev, repeats, warmup)  # fmt: skip
-        res["max_abs_diff"] = _maxdiff(call(True), call(False))
+        res = paired({a: lambda: call(sa), b: lambda: call(sb)}, dev, repeats, warmup)
+        res["max_abs_diff"] = _maxdiff(call(sa), call(sb))
+    return res
+
+
+def fold(dev: str, dtype: Any, shape: dict, repeats: int, warmup: int) -> dict:
+    """daGPAM decoding step without grad: the two query rows in one SDPA call vs two calls."""
+    x = _decoding_inputs(dev, dtype, shape, seed=2)
+    on, none = frozenset({torch.device(dev).type}), frozenset()
+    # the smoke run's keys are fewer than the limit; the weights-first step off: SDPA alone
+    common = {"FOLD_MIN_KEY_ROWS": 0, "DECODE_DEVICES": none}
+    res = _step_pair(x, dev, repeats, warmup, {
+        "one_call": {**common, "FOLD_DEVICES": on}, "two_calls": {**common, "FOLD_DEVICES": none},
+    })  # fmt: skip
     res["verdict"] = verdict("fold", "one_call", "two_calls", res["two_calls_over_one_call"])
     return {**shape, "dtype": str(dtype).replace("torch.", ""), **res}
 
@@ -206,25 +233,12 @@ def decode_step(dev: str, dtype: Any, shape: dict, repeats: int, warmup: int) ->
     """daGPAM decoding step without grad: weights first vs the SDPA paths (fold or two calls),
     in float32 whatever ``dtype`` is (the step runs in float32/float64 only)."""
     dtype = torch.float32
-    gen = torch.Generator().manual_seed(3)
-    b, h, hkv, lk, d = (shape[n] for n in ("batch", "heads", "kv_heads", "keys", "head_dim"))
-    both = torch.randn(b, 1, h, 2, d, generator=gen).to(dev, dtype)
-    q, q_neg = both.permute(3, 0, 2, 1, 4).unbind(0)  # each head's two rows side by side
-    k, v = (torch.randn(b, hkv, lk, d, generator=gen).to(dev, dtype) for _ in range(2))
-    dev_type, saved, least = torch.device(dev).type, dd.DECODE_DEVICES, dd.DECODE_MIN_SCORES
-
-    def call(step: bool) -> torch.Tensor:
-        dd.DECODE_DEVICES = frozenset({dev_type}) if step else frozenset()
-        dd.DECODE_MIN_SCORES = 0  # the smoke run's scores are fewer than the limit
-        try:
-            return dg.dagpam_attention(q, q_neg, k, v, lam_neg=0.5)
-        finally:
-            dd.DECODE_DEVICES, dd.DECODE_MIN_SCORES = saved, least
-
-    with torch.no_grad():
-        res = paired({"step": lambda: call(True), "sdpa_paths": lambda: call(False)},
-                     dev, repeats, warmup)  # fmt: skip
-        res["max_abs_diff"] = _maxdiff(call(True), call(False))
+    x = _decoding_inputs(dev, dtype, shape, seed=3)
+    on, none = frozenset({torch.device(dev).type}), frozenset()
+    common = {"DECODE_MIN_SCORES": 0}  # the smoke run's scores are fewer than the limit
+    res = _step_pair(x, dev, repeats, warmup, {
+        "step": {**common, "DECODE_DEVICES": on}, "sdpa_paths": {**common, "DECODE_DEVICES": none},
+    })  # fmt: skip
     res["verdict"] = verdict("decode_step", "step", "sdpa_paths", res["sdpa_paths_over_step"])
     return {**shape, "dtype": str(dtype).replace("torch.", ""), **res}
 
