@@ -1,7 +1,7 @@
 """Paired A/B of daGPAM's paths: one SDPA call over 2H query heads, two calls, and for a
 decoding step the weights-first step and the one call over two query rows (the fold).
 
-    python benchmarks/dagpam_sdpa_calls.py [ROUNDS] [--only decode|nmt|fold|causal]
+    python benchmarks/dagpam_sdpa_calls.py [ROUNDS] [--only decode|nmt|fold|causal|pairs]
 
 One thread, float32, process CPU time (robust on a shared machine). Each round times softmax
 SDPA and every daGPAM path of ``gpam.functional.dagpam_attention`` back to back
@@ -21,7 +21,12 @@ quartiles over rounds are printed.
   model (B=16, 24 source and 24 output tokens), weights-first step on vs off (the SDPA paths),
   rounds alternating which runs first, with a check that both give the same tokens;
 * ``fold``: the same step with the weights-first step off, over 24 or 256 keys, H=4: the fold
-  (one call over the two query rows, ``gpam.functional.dagpam.folded_query``) vs two calls.
+  (one call over the two query rows, ``gpam.functional.dagpam.folded_query``) vs two calls;
+* ``pairs``: ``gpam.functional.dagpam.dagpam_pairs`` (the layer's one-GEMM query as pairs of
+  heads) as one SDPA call vs split into two (``PAIRS_ONE_CALL_DEVICES``), causal fwd+bwd at
+  B=2, H=8, D=64, L = 256, 1024, 2048, then a whole training step (forward, backward) of the
+  ``gpam bench --models`` LM (d_model 256, 4 layers, 4 heads, batch 8) at 64 and 256 tokens,
+  rounds alternating which arm runs first, with the largest gradient difference.
 """
 
 from __future__ import annotations
@@ -206,12 +211,70 @@ def nmt_decoding(rounds: int) -> None:
         )
 
 
+def _alternating(arms: dict[str, Callable[[], None]], rounds: int) -> dict[str, list[float]]:
+    """CPU seconds per round of two arms, after a warm-up call each, alternating which is first."""
+    for fn in arms.values():
+        fn()
+    times: dict[str, list[float]] = {a: [] for a in arms}
+    for i in range(rounds):
+        for a in list(arms)[:: 1 if i % 2 == 0 else -1]:
+            times[a].append(_cpu_time(arms[a]))
+    return times
+
+
+def paired_heads(rounds: int) -> None:
+    """The one-GEMM query's pairs of heads: one SDPA call vs two, alone and in an LM step."""
+    from gpam.bench.models import ModelBenchConfig
+    from gpam.models import LMConfig, TransformerLM
+
+    saved = dg.PAIRS_ONE_CALL_DEVICES
+    try:
+        for length in (256, 1024, 2048):
+            g = torch.Generator().manual_seed(0)
+            base = torch.randn(2, length, 8, 2, 64, generator=g).requires_grad_()
+            k, v = (torch.randn(2, 8, length, 64, generator=g).requires_grad_() for _ in range(2))
+            go = torch.randn(2, 8, length, 64, generator=g)
+
+            def run(devices: frozenset, base: torch.Tensor = base, k=k, v=v, go=go) -> None:  # type: ignore[no-untyped-def]
+                dg.PAIRS_ONE_CALL_DEVICES = devices
+                pairs = base.permute(0, 2, 3, 1, 4).flatten(1, 2)  # as the layer lays them out
+                dg.dagpam_pairs(pairs, k, v, lam_neg=0.5, is_causal=True).backward(go)
+
+            t = _alternating({"one_call": lambda: run(CPU), "two_calls": lambda: run(NONE)}, rounds)
+            _report(f"pairs causal L={length}", t, [("one_call", "two_calls")])
+        cfg = ModelBenchConfig()
+        for tokens in (64, 256):
+            torch.manual_seed(0)
+            model = TransformerLM(LMConfig(
+                vocab_size=cfg.vocab, d_model=cfg.d_model, n_layers=cfg.n_layers,
+                n_heads=cfg.n_heads, max_len=tokens, dropout=0.0, attention="dagpam",
+            ))  # fmt: skip
+            ids = torch.randint(0, cfg.vocab, (cfg.lm_batch, tokens + 1))
+
+            def step(devices: frozenset, model=model, ids=ids) -> list[torch.Tensor]:  # type: ignore[no-untyped-def]
+                dg.PAIRS_ONE_CALL_DEVICES = devices
+                logits = model(ids[:, :-1]).reshape(-1, cfg.vocab)
+                loss = F.cross_entropy(logits, ids[:, 1:].reshape(-1))
+                return torch.autograd.grad(loss, list(model.parameters()))
+
+            diff = max(float((a - b).abs().max()) for a, b in zip(step(CPU), step(NONE)))
+            t = _alternating(
+                {"one_call": lambda: step(CPU), "two_calls": lambda: step(NONE)}, rounds
+            )
+            _report(
+                f"LM step T={tokens} (max grad diff {diff:.1e})", t, [("one_call", "two_calls")]
+            )
+    finally:
+        dg.PAIRS_ONE_CALL_DEVICES = saved
+
+
 def main(rounds: int = 15, only: str | None = None) -> None:
     torch.set_num_threads(1)
     saved = dg.ONE_CALL_DEVICES, dg.FOLD_DEVICES, dd.DECODE_DEVICES
     try:
         parts = {
-            "decode": decode_steps, "nmt": nmt_decoding, "fold": folded_rows, "causal": causal_calls
+            "decode": decode_steps, "nmt": nmt_decoding, "fold": folded_rows,
+            "causal": causal_calls, "pairs": paired_heads,
         }  # fmt: skip
         for name, part in parts.items():
             if only in (None, name):
@@ -223,6 +286,8 @@ def main(rounds: int = 15, only: str | None = None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("rounds", nargs="?", type=int, default=15)
-    parser.add_argument("--only", choices=("decode", "nmt", "fold", "causal"), default=None)
+    parser.add_argument(
+        "--only", choices=("decode", "nmt", "fold", "causal", "pairs"), default=None
+    )
     args = parser.parse_args()
     main(args.rounds, args.only)

@@ -12,8 +12,9 @@ reference: the same inputs in float64 on the CPU through the variant's explicit 
 is checked the same way where it can run, plus ``lam_neg = 0`` against softmax SDPA in float32
 (no TF32). Then forward+backward time of every variant, of daGPAM's one-call and two-call SDPA
 paths and of the fused kernel is measured against softmax SDPA, and the hot paths of issue 19
-(``gpu_hot_paths.py``: one query GEMM vs two projections, ``enable_gqa`` vs expanded K/V, eager vs
-``torch.compile``, a decoding step's one SDPA call over two query rows vs two calls), each as
+(``gpu_hot_paths.py``: one query GEMM vs two projections, its pairs of heads in one SDPA call vs
+two, ``enable_gqa`` vs expanded K/V, eager vs ``torch.compile``, a decoding step's one SDPA call
+over two query rows vs two calls, the weights-first step vs the SDPA paths), each as
 an interleaved A/B with a one-line verdict. Everything goes to a JSON file; the exit status is 1
 when any check fails, 2 when no GPU is present and ``--cpu`` is not given.
 """

@@ -2,6 +2,9 @@
 
 * ``fused_query``: a daGPAM ``MultiheadAttention`` (``neg_query="linear"``) with Q_pos and Q_neg
   from one GEMM (``gpam.nn.fused_query``) vs two projections (``q_proj``, then the per-head map).
+* ``pairs``: the same layer's pairs of query heads as one SDPA call over 2H heads
+  (``gpam.functional.dagpam.dagpam_pairs`` on the device types in ``PAIRS_ONE_CALL_DEVICES``,
+  CPU by default) vs split into two calls.
 * ``gqa``: softmax and daGPAM with Hkv < H K/V heads read in place (SDPA's ``enable_gqa``,
   ``gpam.functional._gqa``) vs K/V copied to H heads first (``expand_kv``, inside the timed call).
 * ``compile``: a small ``TransformerLM`` forward + backward, eager vs ``torch.compile``.
@@ -107,6 +110,27 @@ def fused_query(dev: str, dtype: Any, shape: dict, repeats: int, warmup: int) ->
     return {**shape, "dtype": str(dtype).replace("torch.", ""), **res}
 
 
+def pairs(dev: str, dtype: Any, shape: dict, repeats: int, warmup: int) -> dict:
+    """daGPAM layer forward+backward, causal: the one-GEMM query's pairs of heads in one SDPA
+    call (``enable_gqa``) vs two calls, the same layer and input."""
+    torch.manual_seed(0)
+    e, h, b, length = shape["embed"], shape["heads"], shape["batch"], shape["length"]
+    layer = MultiheadAttention(e, h, attention="dagpam", device=dev, dtype=dtype)
+    x = torch.randn(b, length, e, device=dev, dtype=dtype)
+    on, none = frozenset({torch.device(dev).type}), frozenset()
+
+    def run(devices: frozenset[str]) -> torch.Tensor:
+        with _paths(PAIRS_ONE_CALL_DEVICES=devices):
+            return layer(x, is_causal=True)
+
+    res = paired({"one_call": _fwd_bwd(lambda: run(on)), "two_calls": _fwd_bwd(lambda: run(none))},
+                 dev, repeats, warmup)  # fmt: skip
+    with torch.no_grad():
+        res["max_abs_diff"] = _maxdiff(run(on), run(none))
+    res["verdict"] = verdict("pairs", "one_call", "two_calls", res["two_calls_over_one_call"])
+    return {**shape, "dtype": str(dtype).replace("torch.", ""), **res}
+
+
 def gqa(dev: str, dtype: Any, shape: dict, repeats: int, warmup: int) -> list:
     """softmax and daGPAM forward+backward with Hkv < H: K/V in place vs expanded copies."""
     gen = torch.Generator().manual_seed(1)
@@ -187,9 +211,9 @@ def _decoding_inputs(dev: str, dtype: Any, shape: dict, seed: int) -> tuple[torc
 
 @contextlib.contextmanager
 def _paths(**settings: Any) -> Iterator[None]:
-    """Set the daGPAM path switches (``FOLD_DEVICES``, ``FOLD_MIN_KEY_ROWS`` of
-    ``gpam.functional.dagpam``; ``DECODE_DEVICES``, ``DECODE_MIN_SCORES`` of ``_decode``) for
-    one call, then restore them."""
+    """Set the daGPAM path switches (``FOLD_DEVICES``, ``FOLD_MIN_KEY_ROWS``,
+    ``PAIRS_ONE_CALL_DEVICES`` of ``gpam.functional.dagpam``; ``DECODE_DEVICES``,
+    ``DECODE_MIN_SCORES`` of ``_decode``) for one call, then restore them."""
     homes = {name: dd if name.startswith("DECODE_") else dg for name in settings}
     saved = {name: getattr(homes[name], name) for name in settings}
     for name, value in settings.items():
@@ -247,6 +271,7 @@ def decode_step(dev: str, dtype: Any, shape: dict, repeats: int, warmup: int) ->
 SHAPES = {
     "gpu": {
         "fused_query": {"batch": 8, "length": 1024, "embed": 512, "heads": 8},
+        "pairs": {"batch": 8, "length": 1024, "embed": 512, "heads": 8},
         "gqa": {"batch": 4, "heads": 8, "kv_heads": 2, "length": 2048, "head_dim": 64},
         "compile": dict(vocab=8000, d_model=256, layers=4, heads=4, batch=8, length=256),
         "fold": {"batch": 64, "heads": 8, "keys": 512, "head_dim": 64},
@@ -254,6 +279,7 @@ SHAPES = {
     },
     "cpu": {
         "fused_query": {"batch": 2, "length": 16, "embed": 32, "heads": 4},
+        "pairs": {"batch": 2, "length": 16, "embed": 32, "heads": 4},
         "gqa": {"batch": 1, "heads": 4, "kv_heads": 2, "length": 16, "head_dim": 8},
         "compile": {"vocab": 64, "d_model": 32, "layers": 1, "heads": 2, "batch": 2, "length": 16},
         "fold": {"batch": 2, "heads": 4, "keys": 8, "head_dim": 8},
@@ -263,11 +289,12 @@ SHAPES = {
 
 
 def run_hot_paths(dev: str, dtype: Any, smoke: bool, repeats: int, backend: str) -> dict:
-    """All five sections; ``smoke`` picks the tiny CPU shapes and one warm-up call."""
+    """All six sections; ``smoke`` picks the tiny CPU shapes and one warm-up call."""
     shapes = SHAPES["cpu" if smoke else "gpu"]
     warmup = 1 if smoke else 3
     return {
         "fused_query": fused_query(dev, dtype, shapes["fused_query"], repeats, warmup),
+        "pairs": pairs(dev, dtype, shapes["pairs"], repeats, warmup),
         "gqa": gqa(dev, dtype, shapes["gqa"], repeats, warmup),
         "compile": compiled_lm(dev, dtype, shapes["compile"], repeats, warmup, backend),
         "fold": fold(dev, dtype, shapes["fold"], repeats, warmup),
@@ -277,5 +304,12 @@ def run_hot_paths(dev: str, dtype: Any, smoke: bool, repeats: int, backend: str)
 
 def verdicts(hot: dict) -> list[str]:
     """The one-line verdicts of :func:`run_hot_paths`' sections, in order."""
-    rows = [hot["fused_query"], *hot["gqa"], *hot["compile"], hot["fold"], hot["decode_step"]]
+    rows = [
+        hot["fused_query"],
+        hot["pairs"],
+        *hot["gqa"],
+        *hot["compile"],
+        hot["fold"],
+        hot["decode_step"],
+    ]
     return [r["verdict"] for r in rows]

@@ -51,6 +51,9 @@ def _check_hot_paths(report: dict) -> None:
     hot = report["hot_paths"]
     fq = hot["fused_query"]
     assert fq["one_gemm_ms"] > 0 and fq["two_projections_ms"] > 0 and fq["max_abs_diff"] < 1e-5
+    pairs = hot["pairs"]
+    assert pairs["one_call_ms"] > 0 and pairs["two_calls_ms"] > 0
+    assert pairs["max_abs_diff"] < 1e-5
     assert [g["attention"] for g in hot["gqa"]] == ["softmax", "dagpam"]
     assert all(g["kv_heads"] < g["heads"] and g["max_abs_diff"] < 1e-5 for g in hot["gqa"])
     assert all(g["expanded_over_enable_gqa"] > 0 for g in hot["gqa"])
@@ -62,5 +65,5 @@ def _check_hot_paths(report: dict) -> None:
     step = hot["decode_step"]
     assert step["step_ms"] > 0 and step["sdpa_paths_ms"] > 0 and step["max_abs_diff"] < 1e-5
     assert step["dtype"] == "float32"
-    assert len(report["verdicts"]) == 7
+    assert len(report["verdicts"]) == 8
     assert all(("faster" in v) or ("the same" in v) for v in report["verdicts"])

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import gpam
+import gpam.functional.dagpam as dg
 from gpam.nn import KVCache, RotaryEmbedding
 from gpam.nn.dagpam import DagpamParams
 
@@ -35,11 +36,16 @@ def _unfused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(DagpamParams, "fused_query", lambda self, w, b: None)
 
 
+@pytest.mark.parametrize("pairs_call", ["one", "split"])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("kv_heads", [None, 2])
 @pytest.mark.parametrize("rotary", [False, True])
 @pytest.mark.parametrize("lambda_mode", ["fixed", "head", "token"])
-def test_fused_equals_unfused(lambda_mode, rotary, kv_heads, bias, monkeypatch) -> None:
+def test_fused_equals_unfused(lambda_mode, rotary, kv_heads, bias, pairs_call, monkeypatch) -> None:
+    """The fused query's pairs of heads, as one SDPA call (the CPU default) or split into two
+    calls (``dagpam_pairs``' fallback), against the unfused layer's separate queries."""
+    if pairs_call == "split":
+        monkeypatch.setattr(dg, "PAIRS_ONE_CALL_DEVICES", frozenset())
     mha = _layer(lambda_mode=lambda_mode, kv_heads=kv_heads, bias=bias)
     with torch.no_grad():  # start away from lam_neg's zero-gradient corner
         for p in mha.parameters():

@@ -13,10 +13,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gpam.functional._checks import as_lambda, check_dropout, check_qkv, check_same, default_scale
+from gpam.functional._checks import (
+    as_lambda,
+    check_dropout,
+    check_qkv,
+    check_same,
+    check_tensor,
+    default_scale,
+)
 from gpam.functional._decode import adjacent_rows, decode_step, decode_step_applies
 from gpam.functional._gqa import SDPA_GQA, mix, sdpa_gqa
-from gpam.functional._masks import explicit_mask, sdpa_mask, zero_dead
+from gpam.functional._masks import PreparedMask, explicit_mask, sdpa_mask, zero_dead
 from gpam.functional._prep import difference_weights
 from gpam.functional.lambdas import affine_mix, check_lambda_shape
 
@@ -120,6 +127,100 @@ def dagpam_attention(
         out = affine_mix(o_pos, o_neg, ln)
     else:
         out = lp * o_pos - ln * o_neg
+    return zero_dead(out, dead, attn_mask)
+
+
+def dagpam_pairs(
+    q_pairs: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    attn_mask: Tensor | None = None,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+    return_weights: bool = False,
+    **kw: Any,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """:func:`dagpam_attention` with both queries in one tensor: ``q_pairs`` (B, 2H, Lq, D), whose
+    heads 2h and 2h + 1 are head h's positive and negative query (the layout of
+    ``gpam.MultiheadAttention``'s one-GEMM query); k, v, the keywords and the result as there.
+
+    Where :func:`pairs_one_call_applies`, both maps come from one SDPA call over the 2H query
+    heads (each pair shares its K/V head: ``enable_gqa``, no copy of K, V or the query), so one
+    call and its backward replace two and the K/V gradients of two calls are not summed; else the
+    pairs are split into views and passed to :func:`dagpam_attention`.
+    """
+    check_tensor("q_pairs", q_pairs)
+    if q_pairs.shape[1] % 2:
+        raise ValueError(
+            f"q_pairs must hold 2H heads (positive, negative per head), got {q_pairs.shape[1]}"
+        )
+    call = {"attn_mask": attn_mask, "is_causal": is_causal, "dropout_p": dropout_p}
+    if return_weights or not pairs_one_call_applies(q_pairs, k, attn_mask, dropout_p):
+        q_pos, q_neg = q_pairs.unflatten(1, (-1, 2)).unbind(2)
+        return dagpam_attention(q_pos, q_neg, k, v, **call, return_weights=return_weights, **kw)
+    return _pairs_one_call(q_pairs, k, v, **call, **kw)
+
+
+#: device types where :func:`dagpam_pairs` takes one SDPA call over the 2H paired query heads.
+#: CPU: as fast as two calls (one/two 0.97-1.00, paired medians, B=2..16, L=8..2048, forward +
+#: backward; docs/benchmarks.md) with fewer ops and one gradient copy less. Not CUDA (not yet
+#: measured there: which SDPA backends take ``enable_gqa`` depends on the torch version and
+#: dtype, and an fp32 call could fall to the math backend; ``benchmarks/gpu_check.py`` times it).
+PAIRS_ONE_CALL_DEVICES: frozenset[str] = frozenset({"cpu"})
+
+
+def pairs_one_call_applies(
+    q_pairs: Tensor,
+    k: Tensor,
+    attn_mask: Tensor | PreparedMask | None,
+    dropout_p: float,
+    device_types: frozenset[str] | None = None,
+) -> bool:
+    """Whether :func:`dagpam_pairs` makes one SDPA call: ``enable_gqa`` (torch >= 2.5), a device
+    type in ``device_types`` (default :data:`PAIRS_ONE_CALL_DEVICES`), more than one query row
+    (a decoding step has its own paths in :func:`dagpam_attention`), no dropout (its random
+    draws stay those of two calls), a mask without a per-head axis, and not the opt-in fused
+    Triton kernel (``GPAM_FUSED=1``)."""
+    types = PAIRS_ONE_CALL_DEVICES if device_types is None else device_types
+    if not SDPA_GQA or q_pairs.device.type not in types or q_pairs.shape[2] == 1:
+        return False
+    if dropout_p != 0.0 or os.environ.get("GPAM_FUSED", "0") == "1":
+        return False
+    mask = attn_mask.mask if isinstance(attn_mask, PreparedMask) else attn_mask
+    return not isinstance(mask, Tensor) or mask.dim() < 4 or mask.shape[1] == 1
+
+
+def _pairs_one_call(
+    q_pairs: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    lam_pos: float | Tensor | None = None,
+    lam_neg: float | Tensor = 0.5,
+    affine: bool = True,
+    attn_mask: Tensor | PreparedMask | None = None,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+) -> Tensor:
+    """The one-call path of :func:`dagpam_pairs` (validated as :func:`dagpam_attention` is)."""
+    check_qkv(q_pairs, k, v, names=("q_pairs", "k", "v"))
+    check_dropout(dropout_p)
+    heads = q_pairs.shape[1] // 2
+    if heads % k.shape[1]:
+        raise ValueError(
+            f"q_pairs' heads ({heads}) must be a multiple of k's heads ({k.shape[1]}) "
+            "(grouped-query attention)"
+        )
+    lp, ln = resolve_lambdas(lam_pos, lam_neg, affine, heads, q_pairs, need_pos=not affine)
+    s = default_scale(scale, q_pairs.shape[-1])
+    mask, causal, dead = sdpa_mask(attn_mask, is_causal, q_pairs, k)  # no head axis: see above
+    out = F.scaled_dot_product_attention(
+        q_pairs, k, v, attn_mask=mask, is_causal=causal, scale=s, enable_gqa=True
+    )
+    o_pos, o_neg = out.unflatten(1, (heads, 2)).unbind(2)
+    out = affine_mix(o_pos, o_neg, ln) if affine else lp * o_pos - ln * o_neg
     return zero_dead(out, dead, attn_mask)
 
 
@@ -253,8 +354,11 @@ def _fused_or_none(
         return None
 
 
-def registry_op(q: Tensor, k: Tensor, v: Tensor, *, q_neg: Tensor, **kw: Any) -> Any:
-    """``dagpam_attention`` in the registry's call form (the negative query as ``q_neg=``)."""
+def registry_op(q: Tensor, k: Tensor, v: Tensor, *, q_neg: Tensor | None, **kw: Any) -> Any:
+    """``dagpam_attention`` in the registry's call form (the negative query as ``q_neg=``);
+    ``q_neg=None``: ``q`` holds both queries as pairs of heads (:func:`dagpam_pairs`)."""
+    if q_neg is None:
+        return dagpam_pairs(q, k, v, **kw)
     return dagpam_attention(q, q_neg, k, v, **kw)
 
 

@@ -330,17 +330,17 @@ class DagpamParams(VariantParams):
 
     def attend(self, op: Op, query: Query, k: Tensor, v: Tensor, **common: Any) -> Any:
         q = query.q
-        if query.extra is not None:  # made with the query in one GEMM (fused_query)
-            q_neg = query.extra
-        elif self.neg_query == "negate":
+        lam_pos, lam_neg = self._lambdas(query.x, need_pos=False)
+        kw = {"lam_pos": lam_pos, "lam_neg": lam_neg, "affine": self.affine}
+        if query.paired:  # both queries from one GEMM (fused_query): pairs of heads
+            return op(q, k, v, q_neg=None, **kw, **common)
+        if self.neg_query == "negate":
             q_neg = -q  # negation commutes with positions
         elif self.neg_query == "full":
             q_neg = query.rotate(self.negative_query(query.x, None))
         else:
             q_neg = query.rotate(self.negative_query(None, query.raw()))
-        lam_pos, lam_neg = self._lambdas(query.x, need_pos=False)
-        kw = {"q_neg": q_neg, "lam_pos": lam_pos, "lam_neg": lam_neg, "affine": self.affine}
-        return op(q, k, v, **kw, **common)
+        return op(q, k, v, q_neg=q_neg, **kw, **common)
 
     def extra_repr(self) -> str:
         s = f"neg_query={self.neg_query!r}, neg_init={self.neg_init!r}, affine={self.affine}"

@@ -255,9 +255,9 @@ class MultiheadAttention(nn.Module):
                 kv_cache.derived = fused  # type: ignore[union-attr]
         if fused is None:
             q = heads(self.q_proj(query), self.q_heads)
-        else:  # (2, B, H', L, D): the query and the variant's own one from the same GEMM
+        else:  # (B, 2H', L, D): per head the query and the variant's own one, from one GEMM
             both = F.linear(query, *fused).view(b, length, self.q_heads, 2, self.head_dim)
-            q = both.permute(3, 0, 2, 1, 4)
+            q = both.permute(0, 2, 3, 1, 4).view(b, 2 * self.q_heads, length, self.head_dim)
         if kv_cache is not None and kv_cache.static and kv_cache.filled:
             k, v, past = kv_cache.k, kv_cache.v, 0
         else:
@@ -271,7 +271,6 @@ class MultiheadAttention(nn.Module):
         q_raw = q
         if rotary is not None:
             q = apply_rotary(q, *rotary)  # both queries of a fused GEMM at once
-        q, extra = (q, None) if fused is None else q.unbind(0)
         if isinstance(attn_mask, PreparedMask):
             if key_padding_mask is not None or is_causal:
                 raise ValueError(
@@ -293,9 +292,10 @@ class MultiheadAttention(nn.Module):
         # no mask: None and SDPA's own causal flag (its fastest backends); else the prepared one
         mask, causal = (None, prepared.is_causal) if prepared.mask is None else (prepared, False)
         rotate = (lambda t: apply_rotary(t, *rotary)) if rotary is not None else _identity
-        raw = (lambda: q_raw) if extra is None else (lambda: q_raw[0])
+        paired = fused is not None
+        raw = (lambda: q_raw.unflatten(1, (-1, 2))[:, :, 0]) if paired else (lambda: q_raw)
         res = self.variant.attend(
-            self._op, Query(query, q, raw, rotate, extra), k, v, attn_mask=mask,
+            self._op, Query(query, q, raw, rotate, paired), k, v, attn_mask=mask,
             is_causal=causal, dropout_p=self.dropout if self.training else 0.0,
             return_weights=need_weights, **self.attn_kwargs,
         )  # fmt: skip

@@ -33,15 +33,17 @@ class Query(NamedTuple):
     ``x`` (B, L, E): the query-side layer input (batch first; None where the caller has none);
     ``q`` (B, H', L, D): the query as the op sees it (positions applied); ``raw()``: the query
     before positions; ``rotate(t)``: applies the same positions to a new query ``t``;
-    ``extra`` (B, H', L, D) or None: the module's own query, positioned, when the layer made it
-    in the same GEMM as ``q`` (see :meth:`VariantParams.fused_query`).
+    ``paired``: the layer made the module's own query in the same GEMM as its query (see
+    :meth:`VariantParams.fused_query`); ``q`` then holds both, positioned, as (B, 2H', L, D)
+    with head h's query at head 2h and the module's at 2h + 1, and ``raw()`` gives the query's
+    half (B, H', L, D) before positions.
     """
 
     x: Tensor | None
     q: Tensor
     raw: Callable[[], Tensor]
     rotate: Callable[[Tensor], Tensor]
-    extra: Tensor | None = None
+    paired: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,10 +138,12 @@ class VariantParams(nn.Module):
         self, weight: Tensor, bias: Tensor | None
     ) -> tuple[Tensor, Tensor | None] | None:
         """``(weight, bias)`` of one projection giving the layer's query and this module's own
-        query side by side (2H' heads: the layer's first), from the layer's query projection
-        ``weight (H'*D, E)``, ``bias``; None (the default) when the module has no such query.
+        query side by side (per head h: the layer's D rows, then the module's D rows), from the
+        layer's query projection ``weight (H'*D, E)``, ``bias``; None (the default) when the
+        module has no such query.
 
-        The layer then passes the second half, positioned, as ``Query.extra`` to :meth:`attend`.
+        The layer then passes both, positioned, as one (B, 2H', L, D) query with
+        ``Query.paired`` set to :meth:`attend`.
         """
         return None
 
