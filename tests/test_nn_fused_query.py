@@ -7,6 +7,8 @@ float64: rotary positions, masks, padding, GQA, KV-cache decoding, biases on and
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import torch
 
@@ -117,29 +119,54 @@ def test_compose_query_gradcheck(bias: bool) -> None:
         assert torch.autograd.gradcheck(lambda w, n: compose_query(w, None, n)[0], (w, n))
 
 
-def test_decoding_builds_the_composed_weight_once_per_cache() -> None:
-    """A decoding session (a KVCache, no grad) builds daGPAM's composed query weight at its
-    first step and reuses it (decoding would otherwise rebuild it every step); a new cache,
-    e.g. after a training step changed the parameters, builds it anew. Same outputs."""
+def test_composed_weight_is_kept_without_grad_while_parameters_are_unchanged(monkeypatch) -> None:
+    """Without grad (decoding, evaluation) the composed query weight is built once and reused
+    until a parameter it comes from changes (in place: an optimizer step, ``load_state_dict``;
+    or replaced: ``.to()``); with grad it is built at every forward. Same outputs throughout."""
     mha = _layer()
-    x = torch.randn(2, 4, mha.embed_dim, dtype=mha.q_proj.weight.dtype)
+    x = torch.randn(2, 4, mha.embed_dim, dtype=torch.float64)
     calls = []
-    real = type(mha.variant).fused_query
+    real = DagpamParams.fused_query
 
     def counting(self, w, b):  # type: ignore[no-untyped-def]
         calls.append(1)
         return real(self, w, b)
 
     full = mha(x, is_causal=True)
-    type(mha.variant).fused_query = counting
-    try:
-        with torch.no_grad():
-            cache = KVCache()
-            steps = [mha(x[:, t : t + 1], is_causal=True, kv_cache=cache).output for t in range(4)]
-            assert len(calls) == 1 and cache.derived is not None
-            mha.variant.neg_weight.mul_(0.5)
-            mha(x[:, :1], is_causal=True, kv_cache=KVCache())
-            assert len(calls) == 2
-    finally:
-        type(mha.variant).fused_query = real
-    torch.testing.assert_close(torch.cat(steps, 1), full, **TOL)
+    monkeypatch.setattr(DagpamParams, "fused_query", counting)
+    with torch.no_grad():
+        cache = KVCache()
+        steps = [mha(x[:, t : t + 1], is_causal=True, kv_cache=cache).output for t in range(4)]
+        mha(x, is_causal=True)  # evaluation without a cache: the same weight
+        assert len(calls) == 1
+        torch.testing.assert_close(torch.cat(steps, 1), full, **TOL)
+        mha.variant.neg_weight.mul_(0.5)  # as an optimizer step would, in place
+        changed = mha(x, is_causal=True)
+        assert len(calls) == 2
+        mha.load_state_dict(mha.state_dict())  # copies in place: made anew, the same values
+        torch.testing.assert_close(mha(x, is_causal=True), changed, **TOL)
+        assert len(calls) == 3
+        mha.float()
+        mha(x.float(), is_causal=True)
+        assert len(calls) == 4
+    mha.double()
+    with torch.inference_mode():
+        mha(x, is_causal=True)
+        mha(x, is_causal=True)
+    assert len(calls) == 5
+    with torch.no_grad():
+        mha(x, is_causal=True)
+    assert len(calls) == 6  # one made in inference mode is not reused outside it
+    for _ in range(2):
+        mha(x, is_causal=True).sum().backward()
+    assert len(calls) == 8 and mha.__dict__["_fused_kept"] is None
+    mha.requires_grad_(False)  # frozen (e.g. fine-tuning something else): kept with grad on
+    mha(x, is_causal=True), mha(x, is_causal=True)
+    assert len(calls) == 9
+    assert "_fused_kept" not in pickle.loads(pickle.dumps(mha)).__dict__
+    mha.requires_grad_(True)
+    with torch.no_grad():
+        monkeypatch.setattr(DagpamParams, "fused_query", real)
+        fresh = _layer()
+        fresh.load_state_dict(mha.state_dict())
+        torch.testing.assert_close(mha(x, is_causal=True), fresh(x, is_causal=True), **TOL)

@@ -303,6 +303,10 @@ class DagpamParams(VariantParams):
             lam_pos = 1.0 + lam_neg if need_pos else None  # type: ignore[operator]
         return lam_pos, lam_neg
 
+    @property
+    def fuses_query(self) -> bool:
+        return self.neg_query == "linear"
+
     def fused_query(
         self, weight: Tensor, bias: Tensor | None
     ) -> tuple[Tensor, Tensor | None] | None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -21,9 +20,6 @@ class KVCache:
     k: Tensor | None = None
     v: Tensor | None = None
     static: bool = False
-    #: what the layer derived from its parameters for this decoding session (daGPAM's composed
-    #: one-GEMM query weight), built at its first call without grad and reused at later steps
-    derived: Any = field(default=None, repr=False, compare=False)
 
     @property
     def length(self) -> int:

@@ -247,12 +247,7 @@ class MultiheadAttention(nn.Module):
             raise TypeError(f"kv_cache must be a gpam.KVCache, got {type(kv_cache).__name__}")
         query, key, value = self._inputs(query, key, value, kv_cache)
         b, length, _ = query.shape
-        reuse = kv_cache is not None and not torch.is_grad_enabled()
-        fused = kv_cache.derived if reuse else None  # type: ignore[union-attr]
-        if fused is None:
-            fused = self.variant.fused_query(self.q_proj.weight, self.q_proj.bias)
-            if reuse:  # decoding: the parameters stay fixed for the session (one cache each)
-                kv_cache.derived = fused  # type: ignore[union-attr]
+        fused = self._fused_query()
         if fused is None:
             q = heads(self.q_proj(query), self.q_heads)
         else:  # (B, 2H', L, D): per head the query and the variant's own one, from one GEMM
@@ -306,6 +301,37 @@ class MultiheadAttention(nn.Module):
         if need_weights or kv_cache is not None:
             return AttentionOutput(out, weights, kv_cache)
         return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the kept composed query weight (see :meth:`_fused_query`)."""
+        state = self.__dict__.copy()
+        state.pop("_fused_kept", None)
+        return state
+
+    def _fused_query(self) -> tuple[Tensor, Tensor | None] | None:
+        """The variant's one-GEMM query weight (``VariantParams.fused_query``). Without grad it
+        is kept and reused while the parameters it comes from are unchanged (the same storage
+        and version counter: an optimizer step, ``load_state_dict`` or ``.to()`` makes it anew),
+        so that decoding and evaluation do not rebuild it at every call (nor a forward whose
+        sources are all frozen); when a gradient must reach them it is built per forward and a
+        kept one is dropped."""
+        w, b = self.q_proj.weight, self.q_proj.bias
+        if not self.variant.fuses_query:
+            return None
+        if torch.compiler.is_compiling():
+            return self.variant.fused_query(w, b)
+        sources = [p for p in (w, b, *self.variant.parameters()) if p is not None]
+        if torch.is_grad_enabled() and any(p.requires_grad for p in sources):
+            self.__dict__["_fused_kept"] = None
+            return self.variant.fused_query(w, b)
+        key = (torch.is_inference_mode_enabled(),) + tuple(
+            (p.data_ptr(), p._version) for p in sources
+        )
+        kept = self.__dict__.get("_fused_kept")
+        if kept is None or kept[0] != key:
+            kept = (key, self.variant.fused_query(w, b))
+            self.__dict__["_fused_kept"] = kept
+        return kept[1]
 
     def _inputs(
         self, query: Tensor, key: Tensor | None, value: Tensor | None, cache: KVCache | None

@@ -134,6 +134,11 @@ class VariantParams(nn.Module):
         """Whether :meth:`attend` makes new queries that need ``q_raw`` / ``rotate``."""
         return False
 
+    @property
+    def fuses_query(self) -> bool:
+        """Whether :meth:`fused_query` gives a weight (False: it returns None)."""
+        return False
+
     def fused_query(
         self, weight: Tensor, bias: Tensor | None
     ) -> tuple[Tensor, Tensor | None] | None:
