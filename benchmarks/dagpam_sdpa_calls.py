@@ -26,7 +26,9 @@ quartiles over rounds are printed.
   heads) as one SDPA call vs split into two (``PAIRS_ONE_CALL_DEVICES``), causal fwd+bwd at
   B=2, H=8, D=64, L = 256, 1024, 2048, then a whole training step (forward, backward) of the
   ``gpam bench --models`` LM (d_model 256, 4 layers, 4 heads, batch 8) at 64 and 256 tokens,
-  rounds alternating which arm runs first, with the largest gradient difference.
+  rounds alternating which arm runs first, with the largest gradient difference; then the
+  ``nmt`` decoding with the pairs' one call on vs off (decoding rows below the weights-first
+  step's sizes take it).
 """
 
 from __future__ import annotations
@@ -182,6 +184,16 @@ def decode_steps(rounds: int) -> None:
 
 def nmt_decoding(rounds: int) -> None:
     """Whole NMT decoding (the bench model): the weights-first step on vs off, paired."""
+
+    def switch(on: bool) -> None:
+        dd.DECODE_DEVICES = CPU if on else NONE
+
+    _nmt_paired(rounds, "step", "sdpa_paths", switch)
+
+
+def _nmt_paired(rounds: int, on: str, off: str, switch: Callable[[bool], None]) -> None:
+    """Greedy and beam-4 decoding of the bench's daGPAM NMT model with a path switched on
+    (``switch(True)``) vs off, rounds alternating which runs first, the same tokens checked."""
     from gpam.bench.models import ModelBenchConfig, _nmt_model
 
     cfg = ModelBenchConfig(attentions=("dagpam",))
@@ -189,8 +201,8 @@ def nmt_decoding(rounds: int) -> None:
     src = torch.randint(4, cfg.vocab - 1, (cfg.nmt_batch, cfg.src_len))
     for kind, beam in (("greedy", 1), ("beam 4", cfg.beam_size)):
 
-        def decode(on: bool, beam: int = beam) -> list[list[int]]:
-            dd.DECODE_DEVICES = CPU if on else NONE
+        def decode(state: bool, beam: int = beam) -> list[list[int]]:
+            switch(state)
             if beam == 1:
                 return model.greedy_decode(src, bos_id=1, eos_id=cfg.vocab - 1, max_len=24)
             return model.beam_search(
@@ -198,15 +210,16 @@ def nmt_decoding(rounds: int) -> None:
             )
 
         same = decode(True) == decode(False)
-        times: dict[str, list[float]] = {"step": [], "sdpa_paths": []}
+        times: dict[str, list[float]] = {on: [], off: []}
         for i in range(rounds):
-            for on in (True, False)[:: 1 if i % 2 == 0 else -1]:
-                times["step" if on else "sdpa_paths"].append(_cpu_time(lambda on=on: decode(on)))
-        r = [x / y for x, y in zip(times["step"], times["sdpa_paths"])]
+            for state in (True, False)[:: 1 if i % 2 == 0 else -1]:
+                seconds = _cpu_time(lambda state=state: decode(state))
+                times[on if state else off].append(seconds)
+        r = [x / y for x, y in zip(times[on], times[off])]
         q1, med, q3 = statistics.quantiles(r, n=4)
         print(
-            f"NMT {kind} decoding: step {statistics.median(times['step']) * 1e3:.1f} ms, "
-            f"sdpa_paths {statistics.median(times['sdpa_paths']) * 1e3:.1f} ms; step/sdpa_paths "
+            f"NMT {kind} decoding: {on} {statistics.median(times[on]) * 1e3:.1f} ms, "
+            f"{off} {statistics.median(times[off]) * 1e3:.1f} ms; {on}/{off} "
             f"{med:.3f} [{q1:.3f}, {q3:.3f}]; same tokens: {same}"
         )
 
@@ -264,6 +277,11 @@ def paired_heads(rounds: int) -> None:
             _report(
                 f"LM step T={tokens} (max grad diff {diff:.1e})", t, [("one_call", "two_calls")]
             )
+
+        def switch(on: bool) -> None:
+            dg.PAIRS_ONE_CALL_DEVICES = CPU if on else NONE
+
+        _nmt_paired(rounds, "one_call", "two_calls", switch)  # rows below the step's sizes
     finally:
         dg.PAIRS_ONE_CALL_DEVICES = saved
 

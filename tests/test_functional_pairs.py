@@ -132,24 +132,37 @@ class _Calls(torch.overrides.TorchFunctionMode):
 @pytest.mark.parametrize(
     ("case", "calls"),
     [("plain", [8]), ("per_head_mask", [4, 4]), ("dropout", [4, 4]), ("weights", []),
-     ("one_row", [4, 4])],
+     ("row_grad", [8]), ("row", [8]), ("row_step", []), ("row_bf16_fold", [4])],
 )  # fmt: skip
 def test_one_call_runs_where_it_applies(case: str, calls: list[int]) -> None:
     """CPU default: one SDPA call over 8 heads; a per-head mask, dropout (its draws stay two
-    calls'), explicit weights and a single query row take the split path."""
+    calls') and explicit weights take the split path. A single query row takes the one call
+    too (with grad, or below the weights-first step's and the fold's sizes), except where the
+    step (float32 from 1152 scores: no SDPA call) or the fold (bf16 from 2048 key rows: one call
+    over two rows of 4 heads) applies."""
     assert frozenset({"cpu"}) == dg.PAIRS_ONE_CALL_DEVICES
-    lq = 1 if case == "one_row" else 5
+    row = case.startswith("row")
+    b, lq, lk = (64, 1, 40) if case in ("row_step", "row_bf16_fold") else (2, 1 if row else 5, 5)
+    dtype = torch.bfloat16 if case == "row_bf16_fold" else torch.float32
     g = torch.Generator().manual_seed(6)
-    pairs = torch.randn(2, 8, lq, 8, generator=g, requires_grad=True)
-    k, v = torch.randn(2, 2, 2, 5, 8, generator=g).unbind(0)
+    pairs = torch.randn(b, 8, lq, 8, generator=g).to(dtype).requires_grad_(case == "row_grad")
+    k, v = torch.randn(2, b, 2, lk, 8, generator=g).to(dtype).unbind(0)
     kw: dict = {"lam_neg": 0.3}
     if case == "per_head_mask":
-        kw["attn_mask"] = torch.rand(2, 4, lq, 5, generator=g) < 0.8
+        kw["attn_mask"] = torch.rand(b, 4, lq, lk, generator=g) < 0.8
     kw["dropout_p"] = 0.1 if case == "dropout" else 0.0
     kw["return_weights"] = case == "weights"
     with _Calls() as seen:
-        dg.dagpam_pairs(pairs, k, v, **kw)
+        out = dg.dagpam_pairs(pairs, k, v, **kw)
     assert seen.heads == calls
+    if row:  # every path gives the same values
+        q_pos, q_neg = pairs.unflatten(1, (-1, 2)).unbind(2)
+        with torch.no_grad():
+            want, _ = reference("dagpam", {
+                "q_pos": q_pos.double(), "q_neg": q_neg.double(), "k": k.double(),
+                "v": v.double()}, lam_neg=0.3)  # fmt: skip
+        tol = 2e-2 if dtype == torch.bfloat16 else 1e-5
+        torch.testing.assert_close(out.double(), want, atol=tol, rtol=tol)
 
 
 def test_pairs_errors_name_the_argument() -> None:

@@ -156,10 +156,38 @@ def dagpam_pairs(
             f"q_pairs must hold 2H heads (positive, negative per head), got {q_pairs.shape[1]}"
         )
     call = {"attn_mask": attn_mask, "is_causal": is_causal, "dropout_p": dropout_p}
-    if return_weights or not pairs_one_call_applies(q_pairs, k, attn_mask, dropout_p):
+    lambdas = (kw.get("lam_pos"), kw.get("lam_neg"))
+    one = not return_weights and pairs_one_call_applies(q_pairs, k, attn_mask, dropout_p)
+    if one and q_pairs.shape[2] == 1:  # a decoding row: the step or the fold where they apply
+        one = not _row_path_applies(q_pairs, k, v, attn_mask, bool(is_causal), dropout_p, lambdas)
+    if not one:
         q_pos, q_neg = q_pairs.unflatten(1, (-1, 2)).unbind(2)
         return dagpam_attention(q_pos, q_neg, k, v, **call, return_weights=return_weights, **kw)
     return _pairs_one_call(q_pairs, k, v, **call, **kw)
+
+
+def _row_path_applies(
+    q_pairs: Tensor,
+    k: Tensor,
+    v: Tensor,
+    attn_mask: Tensor | PreparedMask | None,
+    is_causal: bool,
+    dropout_p: float,
+    lambdas: tuple[object, ...],
+) -> bool:
+    """Whether :func:`dagpam_attention` has a faster path for this single query row: the
+    weights-first step (float32/64, from ``DECODE_MIN_SCORES`` scores) or the fold (bf16/fp16,
+    from ``FOLD_MIN_KEY_ROWS``). Below them one call over the pairs measured fastest on CPU
+    (0.74-0.89x two calls in float32, 0.87-0.96x in bf16); above them it measured slower than
+    the step (1.03-2.2x) and, in bf16, than the fold (3-5x; docs/benchmarks.md)."""
+    q_pos, q_neg = q_pairs.unflatten(1, (-1, 2)).unbind(2)
+    if isinstance(attn_mask, PreparedMask):
+        mask, causal = attn_mask.mask, attn_mask.is_causal
+    else:
+        mask, causal = attn_mask, is_causal and attn_mask is None
+    if decode_step_applies(q_pos, q_neg, k, v, causal, dropout_p, lambdas):
+        return True
+    return folded_query(q_pos, q_neg, k, mask, causal, dropout_p) is not None
 
 
 #: device types where :func:`dagpam_pairs` takes one SDPA call over the 2H paired query heads.
@@ -178,12 +206,12 @@ def pairs_one_call_applies(
     device_types: frozenset[str] | None = None,
 ) -> bool:
     """Whether :func:`dagpam_pairs` makes one SDPA call: ``enable_gqa`` (torch >= 2.5), a device
-    type in ``device_types`` (default :data:`PAIRS_ONE_CALL_DEVICES`), more than one query row
-    (a decoding step has its own paths in :func:`dagpam_attention`), no dropout (its random
+    type in ``device_types`` (default :data:`PAIRS_ONE_CALL_DEVICES`), no dropout (its random
     draws stay those of two calls), a mask without a per-head axis, and not the opt-in fused
-    Triton kernel (``GPAM_FUSED=1``)."""
+    Triton kernel (``GPAM_FUSED=1``). A single query row (decoding) also needs the faster
+    decoding paths of :func:`dagpam_attention` not to apply (see :func:`_row_path_applies`)."""
     types = PAIRS_ONE_CALL_DEVICES if device_types is None else device_types
-    if not SDPA_GQA or q_pairs.device.type not in types or q_pairs.shape[2] == 1:
+    if not SDPA_GQA or q_pairs.device.type not in types:
         return False
     if dropout_p != 0.0 or os.environ.get("GPAM_FUSED", "0") == "1":
         return False
