@@ -178,8 +178,9 @@ def _row_path_applies(
     """Whether :func:`dagpam_attention` has a faster path for this single query row: the
     weights-first step (float32/64, from ``DECODE_MIN_SCORES`` scores) or the fold (bf16/fp16,
     from ``FOLD_MIN_KEY_ROWS``). Below them one call over the pairs measured fastest on CPU
-    (0.74-0.89x two calls in float32, 0.87-0.96x in bf16); above them it measured slower than
-    the step (1.03-2.2x) and, in bf16, than the fold (3-5x; docs/benchmarks.md)."""
+    (0.72-0.92x two calls in float32, 0.71-1.04x in bf16); above them mostly slower than the
+    step (0.99-2.3x) and, in bf16, than the fold (1.2-5.3x; ``benchmarks/dagpam_sdpa_calls.py
+    --only rows``, docs/benchmarks.md)."""
     q_pos, q_neg = q_pairs.unflatten(1, (-1, 2)).unbind(2)
     if isinstance(attn_mask, PreparedMask):
         mask, causal = attn_mask.mask, attn_mask.is_causal
