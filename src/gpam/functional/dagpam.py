@@ -135,11 +135,14 @@ def dagpam_pairs(
     k: Tensor,
     v: Tensor,
     *,
-    attn_mask: Tensor | None = None,
+    lam_pos: float | Tensor | None = None,
+    lam_neg: float | Tensor = 0.5,
+    affine: bool = True,
+    attn_mask: Tensor | PreparedMask | None = None,
     is_causal: bool = False,
     dropout_p: float = 0.0,
+    scale: float | None = None,
     return_weights: bool = False,
-    **kw: Any,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """:func:`dagpam_attention` with both queries in one tensor: ``q_pairs`` (B, 2H, Lq, D), whose
     heads 2h and 2h + 1 are head h's positive and negative query (the layout of
@@ -155,15 +158,16 @@ def dagpam_pairs(
         raise ValueError(
             f"q_pairs must hold 2H heads (positive, negative per head), got {q_pairs.shape[1]}"
         )
-    call = {"attn_mask": attn_mask, "is_causal": is_causal, "dropout_p": dropout_p}
-    lambdas = (kw.get("lam_pos"), kw.get("lam_neg"))
+    kw = {"lam_pos": lam_pos, "lam_neg": lam_neg, "affine": affine, "attn_mask": attn_mask,
+          "is_causal": is_causal, "dropout_p": dropout_p, "scale": scale}  # fmt: skip
     one = not return_weights and pairs_one_call_applies(q_pairs, k, attn_mask, dropout_p)
     if one and q_pairs.shape[2] == 1:  # a decoding row: the step or the fold where they apply
+        lambdas = (lam_pos, lam_neg)
         one = not _row_path_applies(q_pairs, k, v, attn_mask, bool(is_causal), dropout_p, lambdas)
     if not one:
         q_pos, q_neg = q_pairs.unflatten(1, (-1, 2)).unbind(2)
-        return dagpam_attention(q_pos, q_neg, k, v, **call, return_weights=return_weights, **kw)
-    return _pairs_one_call(q_pairs, k, v, **call, **kw)
+        return dagpam_attention(q_pos, q_neg, k, v, **kw, return_weights=return_weights)
+    return _pairs_one_call(q_pairs, k, v, **kw)
 
 
 def _row_path_applies(
