@@ -1,7 +1,7 @@
 """Paired A/B of daGPAM's paths: one SDPA call over 2H query heads, two calls, and for a
 decoding step the weights-first step and the one call over two query rows (the fold).
 
-    python benchmarks/dagpam_sdpa_calls.py [ROUNDS] [--only decode|nmt|fold|causal|pairs|rows]
+    python benchmarks/dagpam_sdpa_calls.py [ROUNDS] [--only decode|nmt|fold|causal|pairs]
 
 One thread, float32, process CPU time (robust on a shared machine). Each round times softmax
 SDPA and every daGPAM path of ``gpam.functional.dagpam_attention`` back to back
@@ -26,13 +26,7 @@ quartiles over rounds are printed.
   heads) as one SDPA call vs split into two (``PAIRS_ONE_CALL_DEVICES``), causal fwd+bwd at
   B=2, H=8, D=64, L = 256, 1024, 2048, then a whole training step (forward, backward) of the
   ``gpam bench --models`` LM (d_model 256, 4 layers, 4 heads, batch 8) at 64 and 256 tokens,
-  rounds alternating which arm runs first, with the largest gradient difference; then the
-  ``nmt`` decoding with the pairs' one call on vs off (decoding rows below the weights-first
-  step's sizes take it);
-* ``rows``: a decoding row of head pairs (no grad, float32 and bf16; B = 1, 4, 16, 64; Lk = 8,
-  24, 64, 256; H = 4 over 4 and 9 over 3): the one call over the pairs vs the path the split
-  pairs take in ``dagpam_attention`` (two calls, the weights-first step or the fold), median
-  and range of per-round ratios (the source of ``dagpam_pairs``' rule for single rows).
+  rounds alternating which arm runs first, with the largest gradient difference.
 """
 
 from __future__ import annotations
@@ -188,16 +182,6 @@ def decode_steps(rounds: int) -> None:
 
 def nmt_decoding(rounds: int) -> None:
     """Whole NMT decoding (the bench model): the weights-first step on vs off, paired."""
-
-    def switch(on: bool) -> None:
-        dd.DECODE_DEVICES = CPU if on else NONE
-
-    _nmt_paired(rounds, "step", "sdpa_paths", switch)
-
-
-def _nmt_paired(rounds: int, on: str, off: str, switch: Callable[[bool], None]) -> None:
-    """Greedy and beam-4 decoding of the bench's daGPAM NMT model with a path switched on
-    (``switch(True)``) vs off, rounds alternating which runs first, the same tokens checked."""
     from gpam.bench.models import ModelBenchConfig, _nmt_model
 
     cfg = ModelBenchConfig(attentions=("dagpam",))
@@ -205,8 +189,8 @@ def _nmt_paired(rounds: int, on: str, off: str, switch: Callable[[bool], None]) 
     src = torch.randint(4, cfg.vocab - 1, (cfg.nmt_batch, cfg.src_len))
     for kind, beam in (("greedy", 1), ("beam 4", cfg.beam_size)):
 
-        def decode(state: bool, beam: int = beam) -> list[list[int]]:
-            switch(state)
+        def decode(on: bool, beam: int = beam) -> list[list[int]]:
+            dd.DECODE_DEVICES = CPU if on else NONE
             if beam == 1:
                 return model.greedy_decode(src, bos_id=1, eos_id=cfg.vocab - 1, max_len=24)
             return model.beam_search(
@@ -214,50 +198,16 @@ def _nmt_paired(rounds: int, on: str, off: str, switch: Callable[[bool], None]) 
             )
 
         same = decode(True) == decode(False)
-        times: dict[str, list[float]] = {on: [], off: []}
+        times: dict[str, list[float]] = {"step": [], "sdpa_paths": []}
         for i in range(rounds):
-            for state in (True, False)[:: 1 if i % 2 == 0 else -1]:
-                seconds = _cpu_time(lambda state=state: decode(state))
-                times[on if state else off].append(seconds)
-        r = [x / y for x, y in zip(times[on], times[off])]
+            for on in (True, False)[:: 1 if i % 2 == 0 else -1]:
+                times["step" if on else "sdpa_paths"].append(_cpu_time(lambda on=on: decode(on)))
+        r = [x / y for x, y in zip(times["step"], times["sdpa_paths"])]
         q1, med, q3 = statistics.quantiles(r, n=4)
         print(
-            f"NMT {kind} decoding: {on} {statistics.median(times[on]) * 1e3:.1f} ms, "
-            f"{off} {statistics.median(times[off]) * 1e3:.1f} ms; {on}/{off} "
+            f"NMT {kind} decoding: step {statistics.median(times['step']) * 1e3:.1f} ms, "
+            f"sdpa_paths {statistics.median(times['sdpa_paths']) * 1e3:.1f} ms; step/sdpa_paths "
             f"{med:.3f} [{q1:.3f}, {q3:.3f}]; same tokens: {same}"
-        )
-
-
-def pair_rows(rounds: int) -> None:
-    """A decoding row of head pairs, no grad: one call over the pairs vs the split pairs'
-    default path in ``dagpam_attention`` (two calls, the weights-first step or the fold)."""
-    grid = [(dt, hd, b, lk) for dt in (torch.float32, torch.bfloat16) for hd in ((4, 4), (9, 3))
-            for b in (1, 4, 16, 64) for lk in (8, 24, 64, 256)]  # fmt: skip
-    for dtype, (h, hkv), b, lk in grid:
-        g = torch.Generator().manual_seed(0)
-        pairs = torch.randn(b, 1, h, 2, 64, generator=g).to(dtype).permute(0, 2, 3, 1, 4)
-        pairs = pairs.flatten(1, 2)  # (B, 2H, 1, D), laid out as the layer's one-GEMM query
-        q, q_neg = pairs.unflatten(1, (-1, 2)).unbind(2)
-        k, v = (torch.randn(b, hkv, lk, 64, generator=g).to(dtype) for _ in range(2))
-        if dd.decode_step_applies(q, q_neg, k, v, False, 0.0, (0.5,)):
-            path = "step"
-        else:
-            path = "fold" if dg.folded_query(q, q_neg, k, None, False, 0.0) is not None else "two"
-
-        def one(pairs: torch.Tensor = pairs, k: torch.Tensor = k, v: torch.Tensor = v) -> None:
-            dg._pairs_one_call(pairs, k, v)
-
-        def split(q: torch.Tensor = q, qn: torch.Tensor = q_neg, k=k, v=v) -> None:  # type: ignore[no-untyped-def]
-            dg.dagpam_attention(q, qn, k, v)
-
-        with torch.no_grad():
-            n = _calls_for(split)
-            t = _alternating({"one_call": _repeated(one, n), path: _repeated(split, n)}, rounds)
-        r = [x / y for x, y in zip(t["one_call"], t[path])]
-        name = str(dtype).replace("torch.", "")
-        print(
-            f"{name} row B={b} H={h}/{hkv} Lk={lk} ({b * h * lk} scores, {b * hkv * lk} key "
-            f"rows): one_call/{path} {statistics.median(r):.2f} [{min(r):.2f}, {max(r):.2f}]"
         )
 
 
@@ -314,11 +264,6 @@ def paired_heads(rounds: int) -> None:
             _report(
                 f"LM step T={tokens} (max grad diff {diff:.1e})", t, [("one_call", "two_calls")]
             )
-
-        def switch(on: bool) -> None:
-            dg.PAIRS_ONE_CALL_DEVICES = CPU if on else NONE
-
-        _nmt_paired(rounds, "one_call", "two_calls", switch)  # rows below the step's sizes
     finally:
         dg.PAIRS_ONE_CALL_DEVICES = saved
 
@@ -329,7 +274,7 @@ def main(rounds: int = 15, only: str | None = None) -> None:
     try:
         parts = {
             "decode": decode_steps, "nmt": nmt_decoding, "fold": folded_rows,
-            "causal": causal_calls, "pairs": paired_heads, "rows": pair_rows,
+            "causal": causal_calls, "pairs": paired_heads,
         }  # fmt: skip
         for name, part in parts.items():
             if only in (None, name):
@@ -342,7 +287,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("rounds", nargs="?", type=int, default=15)
     parser.add_argument(
-        "--only", choices=("decode", "nmt", "fold", "causal", "pairs", "rows"), default=None
+        "--only", choices=("decode", "nmt", "fold", "causal", "pairs"), default=None
     )
     args = parser.parse_args()
     main(args.rounds, args.only)

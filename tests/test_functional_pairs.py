@@ -132,16 +132,16 @@ class _Calls(torch.overrides.TorchFunctionMode):
 @pytest.mark.parametrize(
     ("case", "calls"),
     [("plain", [8]), ("per_head_mask", [4, 4]), ("dropout", [4, 4]), ("weights", []),
-     ("row_grad", [8]), ("row", [8]), ("row_step", []), ("row_bf16_fold", [4])],
+     ("row_grad", [4, 4]), ("row", [4, 4]), ("row_step", []), ("row_bf16_fold", [4])],
 )  # fmt: skip
 def test_one_call_runs_where_it_applies(case: str, calls: list[int]) -> None:
     """CPU default: one SDPA call over 8 heads; a per-head mask, dropout (its draws stay two
-    calls') and explicit weights take the split path. A single query row takes the one call
-    too (with grad, or below the weights-first step's and the fold's sizes), except where the
-    step (float32 from 1152 scores: no SDPA call) or the fold (bf16 from 2048 key rows: one call
-    over two rows of 4 heads) applies."""
+    calls') and explicit weights take the split path, and so does a single query row (decoding),
+    which gets ``dagpam_attention``'s row paths: two calls (with grad, or small), the
+    weights-first step (float32 from 1152 scores: no SDPA call) or the fold (bf16 from 2048 key
+    rows: one call over two rows of 4 heads)."""
     assert frozenset({"cpu"}) == dg.PAIRS_ONE_CALL_DEVICES
-    row = case.startswith("row")
+    row = case.startswith("row")  # (B, 8, 1, 8) pairs, made in one buffer as the layer does
     b, lq, lk = (64, 1, 40) if case in ("row_step", "row_bf16_fold") else (2, 1 if row else 5, 5)
     dtype = torch.bfloat16 if case == "row_bf16_fold" else torch.float32
     g = torch.Generator().manual_seed(6)

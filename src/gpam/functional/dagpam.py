@@ -123,10 +123,20 @@ def dagpam_attention(
     else:  # grouped K/V heads are not copied (enable_gqa; torch 2.4: expand_kv)
         o_pos = sdpa_gqa(q_pos, k, v, mask, causal, dropout_p, s)
         o_neg = sdpa_gqa(q_neg, k, v, mask, causal, dropout_p, s)
-    if affine:
-        out = affine_mix(o_pos, o_neg, ln)
-    else:
-        out = lp * o_pos - ln * o_neg
+    return _mixed(o_pos, o_neg, lp, ln, affine, dead, attn_mask)
+
+
+def _mixed(
+    o_pos: Tensor,
+    o_neg: Tensor,
+    lp: float | Tensor | None,
+    ln: float | Tensor,
+    affine: bool,
+    dead: Tensor | None,
+    attn_mask: Tensor | PreparedMask | None,
+) -> Tensor:
+    """The two maps' outputs mixed (affine: ``lerp``; else ``lp o_pos - ln o_neg``), dead rows 0."""
+    out = affine_mix(o_pos, o_neg, ln) if affine else lp * o_pos - ln * o_neg  # type: ignore[operator]
     return zero_dead(out, dead, attn_mask)
 
 
@@ -158,48 +168,56 @@ def dagpam_pairs(
         raise ValueError(
             f"q_pairs must hold 2H heads (positive, negative per head), got {q_pairs.shape[1]}"
         )
-    kw = {"lam_pos": lam_pos, "lam_neg": lam_neg, "affine": affine, "attn_mask": attn_mask,
-          "is_causal": is_causal, "dropout_p": dropout_p, "scale": scale}  # fmt: skip
-    one = not return_weights and pairs_one_call_applies(q_pairs, k, attn_mask, dropout_p)
-    if one and q_pairs.shape[2] == 1:  # a decoding row: the step or the fold where they apply
-        lambdas = (lam_pos, lam_neg)
-        one = not _row_path_applies(q_pairs, k, v, attn_mask, bool(is_causal), dropout_p, lambdas)
-    if not one:
-        q_pos, q_neg = q_pairs.unflatten(1, (-1, 2)).unbind(2)
-        return dagpam_attention(q_pos, q_neg, k, v, **kw, return_weights=return_weights)
-    return _pairs_one_call(q_pairs, k, v, **kw)
+    if (
+        return_weights
+        or q_pairs.shape[2] == 1  # a decoding row: dagpam_attention's row paths (see below)
+        or not pairs_one_call_applies(q_pairs, k, attn_mask, dropout_p)
+    ):
+        q_pos, q_neg = _split_pairs(q_pairs)
+        return dagpam_attention(
+            q_pos, q_neg, k, v, lam_pos=lam_pos, lam_neg=lam_neg, affine=affine,
+            attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout_p, scale=scale,
+            return_weights=return_weights,
+        )  # fmt: skip
+    check_qkv(q_pairs, k, v, names=("q_pairs", "k", "v"))
+    check_dropout(dropout_p)
+    heads = q_pairs.shape[1] // 2
+    if heads % k.shape[1]:
+        raise ValueError(
+            f"q_pairs' heads ({heads}) must be a multiple of k's heads ({k.shape[1]}) "
+            "(grouped-query attention)"
+        )
+    lp, ln = resolve_lambdas(lam_pos, lam_neg, affine, heads, q_pairs, need_pos=not affine)
+    s = default_scale(scale, q_pairs.shape[-1])
+    mask, causal, dead = sdpa_mask(attn_mask, is_causal, q_pairs, k)  # no head axis (applies)
+    o_pos, o_neg = _pairs_sdpa(q_pairs, k, v, mask, causal, s)
+    return _mixed(o_pos, o_neg, lp, ln, affine, dead, attn_mask)
 
 
-def _row_path_applies(
-    q_pairs: Tensor,
-    k: Tensor,
-    v: Tensor,
-    attn_mask: Tensor | PreparedMask | None,
-    is_causal: bool,
-    dropout_p: float,
-    lambdas: tuple[object, ...],
-) -> bool:
-    """Whether :func:`dagpam_attention` has a faster path for this single query row: the
-    weights-first step (float32/64, from ``DECODE_MIN_SCORES`` scores) or the fold (bf16/fp16,
-    from ``FOLD_MIN_KEY_ROWS``). Below them one call over the pairs measured fastest on CPU
-    (0.72-0.92x two calls in float32, 0.71-1.04x in bf16); above them mostly slower than the
-    step (0.99-2.3x) and, in bf16, than the fold (1.2-5.3x; ``benchmarks/dagpam_sdpa_calls.py
-    --only rows``, docs/benchmarks.md)."""
-    q_pos, q_neg = q_pairs.unflatten(1, (-1, 2)).unbind(2)
-    if isinstance(attn_mask, PreparedMask):
-        mask, causal = attn_mask.mask, attn_mask.is_causal
-    else:
-        mask, causal = attn_mask, is_causal and attn_mask is None
-    if decode_step_applies(q_pos, q_neg, k, v, causal, dropout_p, lambdas):
-        return True
-    return folded_query(q_pos, q_neg, k, mask, causal, dropout_p) is not None
+def _pairs_sdpa(
+    q_pairs: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, scale: float
+) -> tuple[Tensor, Tensor]:
+    """``(A_pos V, A_neg V)`` from one SDPA call over head pairs (B, 2H, Lq, D): each pair reads
+    its K/V head through grouped-query attention; ``mask`` without a per-head axis."""
+    out = F.scaled_dot_product_attention(
+        q_pairs, k, v, attn_mask=mask, is_causal=causal, scale=scale, enable_gqa=True
+    )
+    return _split_pairs(out)
+
+
+def _split_pairs(t: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, 2H, L, D) head pairs -> their (B, H, L, D) halves, as views (``view``: C++, where
+    ``unflatten`` costs microseconds of Python per call)."""
+    b, h2, length, d = t.shape
+    return t.view(b, h2 // 2, 2, length, d).unbind(2)  # type: ignore[return-value]
 
 
 #: device types where :func:`dagpam_pairs` takes one SDPA call over the 2H paired query heads.
-#: CPU: as fast as two calls (one/two 0.97-1.00, paired medians, B=2..16, L=8..2048, forward +
-#: backward; docs/benchmarks.md) with fewer ops and one gradient copy less. Not CUDA (not yet
-#: measured there: which SDPA backends take ``enable_gqa`` depends on the torch version and
-#: dtype, and an fp32 call could fall to the math backend; ``benchmarks/gpu_check.py`` times it).
+#: CPU: as fast as two calls (one/two 0.95-1.02, paired medians, causal L=256..2048 and the bench
+#: LM's training step, forward + backward; docs/benchmarks.md), with 3 aten ops less per layer.
+#: Not CUDA (not yet measured there: which SDPA backends take ``enable_gqa`` depends on the torch
+#: version and dtype, and an fp32 call could fall to the math backend; ``benchmarks/gpu_check.py``
+#: times it).
 PAIRS_ONE_CALL_DEVICES: frozenset[str] = frozenset({"cpu"})
 
 
@@ -213,8 +231,9 @@ def pairs_one_call_applies(
     """Whether :func:`dagpam_pairs` makes one SDPA call: ``enable_gqa`` (torch >= 2.5), a device
     type in ``device_types`` (default :data:`PAIRS_ONE_CALL_DEVICES`), no dropout (its random
     draws stay those of two calls), a mask without a per-head axis, and not the opt-in fused
-    Triton kernel (``GPAM_FUSED=1``). A single query row (decoding) also needs the faster
-    decoding paths of :func:`dagpam_attention` not to apply (see :func:`_row_path_applies`)."""
+    Triton kernel (``GPAM_FUSED=1``). A single query row (decoding) goes to
+    :func:`dagpam_attention` (the weights-first step, the fold or two calls): there one call
+    over the pairs measured no faster through the whole op (1.00-1.09x, docs/benchmarks.md)."""
     types = PAIRS_ONE_CALL_DEVICES if device_types is None else device_types
     if not SDPA_GQA or q_pairs.device.type not in types:
         return False
@@ -222,39 +241,6 @@ def pairs_one_call_applies(
         return False
     mask = attn_mask.mask if isinstance(attn_mask, PreparedMask) else attn_mask
     return not isinstance(mask, Tensor) or mask.dim() < 4 or mask.shape[1] == 1
-
-
-def _pairs_one_call(
-    q_pairs: Tensor,
-    k: Tensor,
-    v: Tensor,
-    *,
-    lam_pos: float | Tensor | None = None,
-    lam_neg: float | Tensor = 0.5,
-    affine: bool = True,
-    attn_mask: Tensor | PreparedMask | None = None,
-    is_causal: bool = False,
-    dropout_p: float = 0.0,
-    scale: float | None = None,
-) -> Tensor:
-    """The one-call path of :func:`dagpam_pairs` (validated as :func:`dagpam_attention` is)."""
-    check_qkv(q_pairs, k, v, names=("q_pairs", "k", "v"))
-    check_dropout(dropout_p)
-    heads = q_pairs.shape[1] // 2
-    if heads % k.shape[1]:
-        raise ValueError(
-            f"q_pairs' heads ({heads}) must be a multiple of k's heads ({k.shape[1]}) "
-            "(grouped-query attention)"
-        )
-    lp, ln = resolve_lambdas(lam_pos, lam_neg, affine, heads, q_pairs, need_pos=not affine)
-    s = default_scale(scale, q_pairs.shape[-1])
-    mask, causal, dead = sdpa_mask(attn_mask, is_causal, q_pairs, k)  # no head axis: see above
-    out = F.scaled_dot_product_attention(
-        q_pairs, k, v, attn_mask=mask, is_causal=causal, scale=s, enable_gqa=True
-    )
-    o_pos, o_neg = out.unflatten(1, (heads, 2)).unbind(2)
-    out = affine_mix(o_pos, o_neg, ln) if affine else lp * o_pos - ln * o_neg
-    return zero_dead(out, dead, attn_mask)
 
 
 #: device types where a decoding step's two maps run as one SDPA call over two query rows
