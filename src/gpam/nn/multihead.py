@@ -288,7 +288,8 @@ class MultiheadAttention(nn.Module):
         mask, causal = (None, prepared.is_causal) if prepared.mask is None else (prepared, False)
         rotate = (lambda t: apply_rotary(t, *rotary)) if rotary is not None else _identity
         paired = fused is not None
-        raw = (lambda: q_raw.unflatten(1, (-1, 2))[:, :, 0]) if paired else (lambda: q_raw)
+        pairs_shape = (b, self.q_heads, 2, length, self.head_dim)
+        raw = (lambda: q_raw.view(pairs_shape)[:, :, 0]) if paired else (lambda: q_raw)
         res = self.variant.attend(
             self._op, Query(query, q, raw, rotate, paired), k, v, attn_mask=mask,
             is_causal=causal, dropout_p=self.dropout if self.training else 0.0,
@@ -315,9 +316,9 @@ class MultiheadAttention(nn.Module):
         so that decoding and evaluation do not rebuild it at every call (nor a forward whose
         sources are all frozen); when a gradient must reach them it is built per forward and a
         kept one is dropped."""
-        w, b = self.q_proj.weight, self.q_proj.bias
         if not self.variant.fuses_query:
             return None
+        w, b = self.q_proj.weight, self.q_proj.bias
         if torch.compiler.is_compiling():
             return self.variant.fused_query(w, b)
         sources = [p for p in (w, b, *self.variant.parameters()) if p is not None]
